@@ -1,0 +1,29 @@
+"""Error types shared by every package; the CLI maps them to exit codes (design §9).
+
+They live in `ledger` because it is the one package every other package may import
+without pulling in heavy dependencies.
+"""
+
+
+class ErasureError(Exception):
+    """Base class: a one-line, user-facing reason."""
+
+    exit_code = 2
+
+
+class BadInput(ErasureError):
+    """Malformed or unknown input: bad usage, unknown subject, unreadable file (exit 2)."""
+
+    exit_code = 2
+
+
+class VerificationFailed(ErasureError):
+    """A signature, proof, digest or consistency check did not hold (exit 1)."""
+
+    exit_code = 1
+
+
+class ServiceError(ErasureError):
+    """A required local service or tool (Kafka, MLflow, Java, Maven) is missing or down (exit 2)."""
+
+    exit_code = 2
