@@ -1,0 +1,346 @@
+"""Local Apache Kafka (KRaft, single node) and MLflow tracking server for development and tests.
+
+The broker runs from jars that Maven resolves from Maven Central into a cache outside the repo
+(`~/.cache/erasure/kafka-<version>/libs`); MLflow runs as `mlflow server` with a SQLite backend
+and a local artifact root served over HTTP. Both listen on free ports on 127.0.0.1 only, and
+their pids and endpoints are kept in `$ERASURE_HOME/dev.json` so that `stop` ends exactly the
+processes that `start` began.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.errors import ServiceError
+from ledger.workspace import Workspace
+
+KAFKA_VERSION = "4.3.1"
+LOG4J_VERSION = "2.25.4"
+START_TIMEOUT_S = 120.0
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.erasure</groupId>
+  <artifactId>kafka-broker-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <!-- the broker logs through slf4j 1.x; without a binding it would log nothing -->
+      <groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+"""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "erasure"
+
+
+def kafka_libs(version: str = KAFKA_VERSION) -> Path:
+    return cache_root() / f"kafka-{version}" / "libs"
+
+
+def _require(tool: str, why: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ServiceError(f"{tool} not found on PATH: {why}")
+    return path
+
+
+def resolve_kafka(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
+    """Resolve the broker and its runtime dependencies with Maven; reuse the cache when complete."""
+    libs = kafka_libs(version)
+    if (libs / ".complete").exists():
+        return libs
+    mvn = _require("mvn", "Maven is needed once to resolve the Kafka broker jars (apt-get install maven)")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=libs.parent) as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
+        staged = Path(tmp) / "libs"
+        cmd = [mvn, "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={staged}", "-DincludeScope=runtime"]
+        if quiet:
+            cmd.insert(1, "-q")
+        done = subprocess.run(cmd, capture_output=quiet, text=True)
+        if done.returncode != 0:
+            tail = (done.stdout or "").strip().splitlines()[-1:] if quiet else []
+            raise ServiceError(f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}: {' '.join(tail)}")
+        (staged / ".complete").write_text(version)
+        if libs.exists():  # a partial earlier attempt
+            shutil.rmtree(libs)
+        staged.rename(libs)  # atomic: a cache dir is either complete or absent
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kafka_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """True when the broker answers a metadata request."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        return bool(admin.describe_cluster().get("brokers"))
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def mlflow_reachable(url: str, timeout_s: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    endpoint: str  # Kafka: host:port bootstrap; MLflow: http URL
+    log: str
+    marker: str  # a string in the process's command line, so a recycled pid is never killed
+
+    def to_json(self) -> dict:
+        key = "bootstrap" if self.name == "kafka" else "url"
+        return {"pid": self.pid, key: self.endpoint, "log": self.log, "marker": self.marker}
+
+    @classmethod
+    def from_json(cls, name: str, data: dict) -> "Service":
+        endpoint = data.get("bootstrap") or data.get("url")
+        return cls(name, int(data["pid"]), endpoint, data["log"], data["marker"])
+
+    def alive(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return False
+        return self.marker in cmdline
+
+    def reachable(self) -> bool:
+        if self.name == "kafka":
+            return kafka_reachable(self.endpoint)
+        return mlflow_reachable(self.endpoint)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the process group this service leads (mlflow forks uvicorn workers)."""
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _group_alive(self.pid):
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie leader still counts as alive for killpg; reap it if it is our child
+    try:
+        pid, _ = os.waitpid(pgid, os.WNOHANG)
+        if pid == pgid:
+            return _group_alive(pgid)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    return proc.pid
+
+
+def start_kafka(ws: Workspace) -> Service:
+    """Start a single-node KRaft broker+controller; format its storage on first start."""
+    java = _require("java", "Kafka needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+    libs = resolve_kafka()
+    kdir = ws.home / "kafka"
+    kdir.mkdir(parents=True, exist_ok=True)
+    port, controller = free_port(), free_port()
+    props = kdir / "server.properties"
+    props.write_text("\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={kdir / 'data'}",
+        "num.partitions=1",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=4",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=true",
+        "",
+    ]))
+    log4j = kdir / "log4j2.properties"
+    log4j.write_text(_LOG4J2.format(log=kdir / "server.log"))
+    jvm = [java, "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+    if not (kdir / "data" / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        done = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed: {done.stderr.strip().splitlines()[-1:]}")
+    log = kdir / "stdout.log"
+    pid = _spawn(jvm + ["kafka.Kafka", str(props)], log)
+    return Service("kafka", pid, f"127.0.0.1:{port}", str(kdir / "server.log"), marker=str(props))
+
+
+def start_mlflow(ws: Workspace) -> Service:
+    port = free_port()
+    db, artifacts = ws.mlflow_db, ws.mlflow_artifacts
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # the server's background job runner forks a dozen workers that Erasure never uses
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+           "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = ws.home / "mlflow-server.log"
+    pid = _spawn(cmd, log, env=env)
+    return Service("mlflow", pid, f"http://127.0.0.1:{port}", str(log), marker=f"sqlite:///{db}")
+
+
+def _wait(services: list[Service], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(services)
+    while pending:
+        for svc in list(pending):
+            if not svc.alive():
+                raise ServiceError(f"{svc.name} exited during start-up; see {svc.log}")
+            if svc.reachable():
+                pending.remove(svc)
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(s.name for s in pending)
+            raise ServiceError(f"{names} did not answer within {timeout_s:.0f} s; see the logs in dev.json")
+        if pending:
+            time.sleep(0.5)
+
+
+def load_state(ws: Workspace) -> dict[str, Service]:
+    if not ws.dev_state.exists():
+        return {}
+    data = json.loads(ws.dev_state.read_text())
+    return {name: Service.from_json(name, data[name]) for name in ("kafka", "mlflow") if name in data}
+
+
+def _save_state(ws: Workspace, services: dict[str, Service]) -> None:
+    tmp = ws.dev_state.with_suffix(".tmp")
+    tmp.write_text(json.dumps({n: s.to_json() for n, s in services.items()}, indent=2))
+    tmp.replace(ws.dev_state)
+
+
+STARTERS = {"kafka": start_kafka, "mlflow": start_mlflow}
+
+
+def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
+       timeout_s: float = START_TIMEOUT_S) -> dict[str, Service]:
+    """Start the services (reusing any recorded one that still runs) and wait until they answer.
+
+    Both start before either is awaited, so start-up costs the slower one, not the sum.
+    """
+    ws.ensure()
+    services = {n: s for n, s in load_state(ws).items() if s.alive()}
+    started = []
+    try:
+        for name in which:
+            if name not in services:
+                services[name] = STARTERS[name](ws)
+                started.append(services[name])
+        _save_state(ws, services)
+        _wait(list(services.values()), timeout_s)
+    except BaseException:
+        for svc in started:
+            svc.stop()
+            services.pop(svc.name)
+        _save_state(ws, services)
+        raise
+    return services
+
+
+def down(ws: Workspace) -> list[str]:
+    """Stop exactly the recorded processes; returns the names of those that were running."""
+    stopped = []
+    for name, svc in load_state(ws).items():
+        if svc.alive():
+            svc.stop()
+            stopped.append(name)
+    ws.dev_state.unlink(missing_ok=True)
+    return stopped
+
+
+def status(ws: Workspace) -> dict[str, dict]:
+    services = load_state(ws)
+    report = {}
+    for name, key in (("kafka", "bootstrap"), ("mlflow", "url")):
+        svc = services.get(name)
+        report[name] = {
+            key: svc.endpoint if svc else None,
+            "pid": svc.pid if svc else None,
+            "running": bool(svc and svc.alive()),
+            "reachable": bool(svc and svc.alive() and svc.reachable()),
+        }
+    return report
