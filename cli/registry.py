@@ -4,6 +4,9 @@ import typer
 
 from cli.output import not_yet
 
+# Stubs accept any arguments so scripts written against the final interface already run.
+_ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
 
 def forget(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Erase a subject from a model: exclusion, retrain, certificates, purge."""
@@ -21,6 +24,6 @@ def pull(target: str = typer.Argument(..., help="models:/NAME@ALIAS")) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(forget)
-    app.command()(verify)
-    app.command()(pull)
+    app.command(context_settings=_ANY_ARGS)(forget)
+    app.command(context_settings=_ANY_ARGS)(verify)
+    app.command(context_settings=_ANY_ARGS)(pull)
