@@ -1,13 +1,189 @@
 """`erasure ledger`: the transparency log, its proofs and its auditor checks."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
 import typer
+from typer.core import TyperGroup
 
-from cli.output import not_yet
+from cli.output import fail, print_json
+from ledger.audit import audit_log
+from ledger.errors import BadInput, ErasureError
+from ledger.keys import key_name, read_trust, role_vkey
+from ledger.log import open_ledger
+from ledger.note import Checkpoint, b64encode, parse_vkey, verify_checkpoint
+from ledger.proofs import check_proof_json, consistency_json, inclusion_json
+from ledger.store import SqliteStore
+from ledger.workspace import Workspace
 
-app = typer.Typer(help="Append to, prove and verify the transparency log.", no_args_is_help=True)
+
+class ErasureGroup(TyperGroup):
+    """Maps library errors to the design's exit codes (1 verification failed, 2 bad input)
+    for every command of the group, also when it runs in-process (tests, other tools)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ErasureError as err:
+            fail(str(err), err.exit_code)
+
+
+app = typer.Typer(
+    cls=ErasureGroup, help="Append to, prove and verify the transparency log.", no_args_is_help=True
+)
+
+JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise BadInput(f"{what} is not valid JSON: {err}") from None
+
+
+def _checkpoint_json(checkpoint: Checkpoint) -> dict:
+    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": b64encode(checkpoint.root)}
 
 
 @app.command()
-def show() -> None:
-    """Show log entries."""
-    not_yet("erasure ledger show")
+def append(
+    entry_type: str = typer.Option(..., "--type", help="Entry type, e.g. key_event."),
+    data: str = typer.Option("{}", "--data", help="Entry fields as a JSON object (no floats)."),
+    key: str | None = typer.Option(None, "--key", help="Natural key: appending it again returns the first index."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Append an entry (administrators only: services append through the Python API)."""
+    with open_ledger(Workspace.from_env()) as ledger:
+        index = ledger.append(entry_type, _parse_json(data, "--data"), key)
+    print_json({"index": index}) if as_json else typer.echo(index)
+
+
+@app.command()
+def checkpoint(as_json: bool = JSON_OUT) -> None:
+    """Sign a checkpoint for the current log size (if it has grown) and print it."""
+    with open_ledger(Workspace.from_env(), sign=True) as ledger:
+        note = ledger.checkpoint()
+        checkpoint = verify_checkpoint(note, [ledger.signer.verifier], ledger.origin)
+    if as_json:
+        print_json({**_checkpoint_json(checkpoint), "note": note})
+    else:
+        typer.echo(note, nl=False)
+
+
+@app.command()
+def show(
+    start: int = typer.Option(0, "--from", min=0, help="First index."),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="At most this many entries."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Show log entries, verbatim."""
+    with open_ledger(Workspace.from_env(), create=False) as ledger:
+        rows = ledger.entries(start, limit)
+    if as_json:
+        print_json([{"index": i, "entry": json.loads(data)} for i, data in rows])
+    else:
+        for index, data in rows:
+            typer.echo(f"{index}\t{data.decode()}")
+
+
+@app.command()
+def prove(
+    index: int = typer.Argument(..., min=0, help="Entry index."),
+    size: int | None = typer.Option(None, "--size", min=1, help="Tree size (default: the current size)."),
+) -> None:
+    """Print an inclusion proof: {leafIdx, treeSize, root, leafHash, proof} (base64)."""
+    with open_ledger(Workspace.from_env(), create=False) as ledger:
+        size = ledger.size if size is None else size
+        proof = ledger.inclusion_proof(index, size)
+        print_json(inclusion_json(index, size, ledger.root(size), ledger.leaf_hash(index), proof))
+
+
+@app.command()
+def consistency(
+    size1: int = typer.Argument(..., min=0), size2: int = typer.Argument(..., min=0)
+) -> None:
+    """Print a consistency proof: {size1, size2, root1, root2, proof} (base64)."""
+    with open_ledger(Workspace.from_env(), create=False) as ledger:
+        proof = ledger.consistency_proof(size1, size2)
+        print_json(consistency_json(size1, size2, ledger.root(size1), ledger.root(size2), proof))
+
+
+def _check_file(path: Path) -> tuple[dict, int]:
+    """Result row and exit code (0 valid, 1 invalid, 2 unreadable) for one proof file."""
+    try:
+        kind = check_proof_json(_parse_json(path.read_text(), str(path)))
+    except OSError as err:
+        return {"file": str(path), "valid": False, "reason": f"cannot read: {err.strerror}"}, 2
+    except ErasureError as err:
+        return {"file": str(path), "valid": False, "reason": str(err)}, err.exit_code
+    return {"file": str(path), "valid": True, "reason": f"valid {kind} proof"}, 0
+
+
+@app.command("check-proof")
+def check_proof(
+    files: list[Path] = typer.Argument(..., help="Inclusion or consistency proof JSON files."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Verify proof files (transparency-dev/merkle formats); exit 1 if any is invalid."""
+    results = [_check_file(path) for path in files]
+    if as_json:
+        print_json([row for row, _ in results])
+    else:
+        for row, code in results:
+            typer.echo(f"{row['file']}: {'ok' if code == 0 else 'FAILED'}: {row['reason']}", err=code != 0)
+    code = max(code for _, code in results)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def verify(
+    trust: Path | None = typer.Option(None, "--trust", help="Trust file (default: this workspace's ledger key)."),
+    state: Path | None = typer.Option(None, "--state", help="Auditor state dir (default: $ERASURE_HOME/auditor)."),
+    db: Path | None = typer.Option(None, "--db", help="Ledger database (default: $ERASURE_HOME/ledger.db)."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Recompute the whole log, check its checkpoints and its consistency with the last audit."""
+    workspace = Workspace.from_env()
+    if trust is not None:
+        role = read_trust(trust).role("ledger")
+        origin, verifiers = role.origin, role.verifiers()
+    else:
+        origin, verifiers = key_name(workspace, "ledger"), [parse_vkey(role_vkey(workspace, "ledger"))]
+    store = SqliteStore.open(db or workspace.ledger_db, create=False)
+    try:
+        report = audit_log(store, verifiers, origin, state or workspace.auditor_state)
+    finally:
+        store.close()
+    if as_json:
+        print_json(report.to_json())
+        return
+    typer.echo(f"ok: {report.entries} entries, checkpoint size {report.checkpoint_size} ({origin})")
+    if report.previous_size is not None:
+        typer.echo(f"consistent with the checkpoint of size {report.previous_size} verified before")
+    if report.unsigned_entries:
+        typer.echo(f"{report.unsigned_entries} entries are not covered by a checkpoint yet")
+
+
+@app.command("verify-checkpoint")
+def verify_checkpoint_cmd(
+    file: Path = typer.Argument(..., help="Signed checkpoint note."),
+    vkeys: list[str] = typer.Option(..., "--vkey", help="Trusted verifier key (repeatable)."),
+    origin: str | None = typer.Option(None, "--origin", help="Required origin line."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Verify a signed checkpoint note against verifier keys."""
+    try:
+        note = file.read_bytes()
+    except OSError as err:
+        raise BadInput(f"cannot read {file}: {err.strerror}") from None
+    checkpoint = verify_checkpoint(note, [parse_vkey(v) for v in vkeys], origin)
+    if as_json:
+        print_json(_checkpoint_json(checkpoint))
+    else:
+        typer.echo(f"ok: {checkpoint.origin} size {checkpoint.size} root {b64encode(checkpoint.root)}")

@@ -50,6 +50,11 @@ class Workspace:
         return self.home / "dev.json"
 
     @property
+    def auditor_state(self) -> Path:
+        """Where `erasure ledger verify` keeps the last checkpoint it verified, per origin."""
+        return self.home / "auditor"
+
+    @property
     def key_dir(self) -> Path:
         return Path(os.environ.get("ERASURE_KEY_DIR", self.home / "keys")).absolute()
 
