@@ -6,14 +6,31 @@ commands start fast and work without torch, transformers or Kafka installed.
 
 from __future__ import annotations
 
-import sys
-
 import typer
+from typer.core import TyperGroup
 
 from cli import bench, data, dev, keys, ledger, models, pipeline, registry, training
 from ledger.errors import ErasureError
 
+
+
+class _ErasureGroup(TyperGroup):
+    """Maps package errors to a one-line reason on stderr and the design's exit code.
+
+    Done in the root group (not in `main`) so in-process callers such as typer's CliRunner see
+    exactly what a shell user sees.
+    """
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except ErasureError as err:
+            typer.echo(f"erasure: error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_ErasureGroup,
     name="erasure",
     help="Certified, exact machine unlearning for LoRA-tuned LLMs.",
     no_args_is_help=True,
@@ -33,8 +50,4 @@ app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
-    try:
-        app()
-    except ErasureError as err:
-        typer.echo(f"erasure: error: {err}", err=True)
-        sys.exit(err.exit_code)
+    app()

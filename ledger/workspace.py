@@ -7,10 +7,13 @@ Only paths here: creating files is the job of the package that owns them.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from ledger.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,23 @@ class Workspace:
             return {}
         with self.config_file.open("rb") as f:
             return tomllib.load(f)
+
+    def kafka_bootstrap(self) -> str:
+        """`ERASURE_KAFKA`, else `[kafka] bootstrap` in erasure.toml, else the broker `erasure dev up` started."""
+        return self._endpoint("ERASURE_KAFKA", "kafka", "bootstrap")
+
+    def mlflow_uri(self) -> str:
+        """`MLFLOW_TRACKING_URI`, else `[mlflow] tracking_uri` in erasure.toml, else `erasure dev up`'s server."""
+        return self._endpoint("MLFLOW_TRACKING_URI", "mlflow", "tracking_uri", dev_key="url")
+
+    def _endpoint(self, env: str, service: str, config_key: str, dev_key: str | None = None) -> str:
+        value = os.environ.get(env) or self.config().get(service, {}).get(config_key)
+        if not value and self.dev_state.exists():
+            value = json.loads(self.dev_state.read_text()).get(service, {}).get(dev_key or config_key)
+        if not value:
+            raise ServiceError(f"no {service} endpoint: set {env}, add [{service}] {config_key} to "
+                               f"{self.config_file}, or run `erasure dev up`")
+        return value
 
     def ensure(self) -> "Workspace":
         self.home.mkdir(parents=True, exist_ok=True)

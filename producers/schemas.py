@@ -1,0 +1,139 @@
+"""Versioned message schemas (pydantic v2) for the Kafka topics of design §8.
+
+Every message is JSON with a `schema` field naming its type and major version. Parsing is
+strict: unknown fields, unknown schemas and missing fields are rejected with a one-line reason
+that the planner puts on the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ledger.errors import BadInput
+
+REQUEST_SCHEMA = "erasure.request/v1"
+JOB_SCHEMA = "erasure.job/v1"
+EVENT_SCHEMA = "erasure.event/v1"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps need a timezone (e.g. 2026-11-22T10:00:00Z)")
+    return value.astimezone(timezone.utc)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8")
+
+
+class ErasureRequest(_Message):
+    """A data platform's request to erase a subject (or some of its records) from models."""
+
+    schema_: Literal["erasure.request/v1"] = Field(REQUEST_SCHEMA, alias="schema")
+    request_id: NonEmpty = Field(default_factory=lambda: str(uuid.uuid4()))
+    kind: Literal["erase_subject", "erase_records"]
+    subject_id: NonEmpty
+    record_ids: list[NonEmpty] | None = None
+    model: NonEmpty | None = Field(None, description="Limit the erasure to one model; all models when absent.")
+    requested_at: Timestamp = Field(default_factory=utcnow)
+    deadline: Timestamp | None = None
+    legal_basis: NonEmpty = "GDPR Art. 17"
+    requester: NonEmpty = "unknown"
+
+    @model_validator(mode="after")
+    def _records_match_kind(self) -> "ErasureRequest":
+        if self.kind == "erase_records" and not self.record_ids:
+            raise ValueError("kind erase_records needs a non-empty record_ids")
+        if self.kind == "erase_subject" and self.record_ids:
+            raise ValueError("kind erase_subject takes no record_ids (use erase_records)")
+        return self
+
+
+class Job(_Message):
+    """Work for an executor: retrain one shard of one model, for the requests coalesced into it."""
+
+    schema_: Literal["erasure.job/v1"] = Field(JOB_SCHEMA, alias="schema")
+    job_id: NonEmpty = Field(default_factory=lambda: str(uuid.uuid4()))
+    model: NonEmpty
+    shard: int = Field(ge=0)
+    request_ids: list[NonEmpty] = Field(min_length=1)
+    created_at: Timestamp = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: one shard's jobs land on one partition, in order, owned by one executor."""
+        return f"{self.model}/{self.shard}".encode()
+
+
+Status = Literal["received", "planned", "excluded", "certified", "restored", "rejected", "failed"]
+
+
+class OutcomeEvent(_Message):
+    """What happened to a request, for data platforms and registry consumers."""
+
+    schema_: Literal["erasure.event/v1"] = Field(EVENT_SCHEMA, alias="schema")
+    request_id: NonEmpty
+    status: Status
+    model: str | None = None
+    version: int | None = None
+    certificate_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    reason: str | None = None
+    at: Timestamp = Field(default_factory=utcnow)
+    requested_at: Timestamp | None = None
+
+
+SCHEMAS: dict[str, type[_Message]] = {REQUEST_SCHEMA: ErasureRequest, JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent}
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse(raw: bytes | str | dict, expect: type[_Message] | None = None) -> _Message:
+    """Parse one message; BadInput with a one-line reason on bad JSON, unknown schema or fields."""
+    if isinstance(raw, dict):
+        data = raw
+    else:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BadInput(f"not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise BadInput("message is not a JSON object")
+    name = data.get("schema")
+    cls = SCHEMAS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise BadInput(f"unknown schema {name!r} (expected one of: {', '.join(SCHEMAS)})")
+    if expect is not None and cls is not expect:
+        raise BadInput(f"schema {name!r} where {expect.model_fields['schema_'].default!r} was expected")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise BadInput(_one_line(err)) from None
+
+
+def parse_request(raw: bytes | str | dict) -> ErasureRequest:
+    return parse(raw, ErasureRequest)  # type: ignore[return-value]
+
+
+def json_schemas() -> dict[str, dict]:
+    return {name: cls.model_json_schema(by_alias=True) for name, cls in SCHEMAS.items()}

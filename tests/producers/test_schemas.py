@@ -1,0 +1,54 @@
+"""Request/job/event schemas: round trips and one-line rejections."""
+
+import json
+
+import pytest
+
+from ledger.errors import BadInput
+from producers.schemas import ErasureRequest, Job, OutcomeEvent, json_schemas, parse, parse_request
+
+
+def test_request_round_trip_and_defaults() -> None:
+    req = ErasureRequest(kind="erase_subject", subject_id="42")
+    data = json.loads(req.to_bytes())
+    assert data["schema"] == "erasure.request/v1" and data["requested_at"].endswith("Z")
+    assert parse_request(req.to_bytes()) == req
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"{", "not valid JSON"),
+    (b"[1]", "not a JSON object"),
+    (b'{"schema": "erasure.request/v9"}', "unknown schema"),
+    (b'{"kind": "erase_subject", "subject_id": "1"}', "unknown schema None"),
+    (b'{"schema": "erasure.request/v1", "kind": "erase_subject"}', "subject_id: Field required"),
+    (b'{"schema": "erasure.request/v1", "kind": "erase_records", "subject_id": "1"}', "non-empty record_ids"),
+    (b'{"schema": "erasure.request/v1", "kind": "drop_table", "subject_id": "1"}', "kind"),
+    (b'{"schema": "erasure.request/v1", "kind": "erase_subject", "subject_id": "1", "extra": 1}', "extra"),
+    (b'{"schema": "erasure.request/v1", "kind": "erase_subject", "subject_id": "1",'
+     b' "deadline": "2026-01-01T00:00:00"}', "timezone"),
+    (b'\xff\xfe', "not valid JSON"),
+])
+def test_bad_requests_are_rejected_with_one_line(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadInput, match=reason) as info:
+        parse_request(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_a_job_is_not_a_request() -> None:
+    job = Job(model="m", shard=3, request_ids=["r1"])
+    assert job.key == b"m/3"
+    with pytest.raises(BadInput, match="was expected"):
+        parse_request(job.to_bytes())
+    assert parse(job.to_bytes()) == job
+
+
+def test_event_statuses_are_closed() -> None:
+    OutcomeEvent(request_id="r", status="excluded", version=2)
+    with pytest.raises(BadInput, match="status"):
+        parse({"schema": "erasure.event/v1", "request_id": "r", "status": "maybe"})
+
+
+def test_json_schemas_exported_for_every_message() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == {"erasure.request/v1", "erasure.job/v1", "erasure.event/v1"}
+    assert "subject_id" in schemas["erasure.request/v1"]["required"]
