@@ -1,13 +1,47 @@
 """`erasure models`: inspect trained models and their components."""
 
+from __future__ import annotations
+
 import typer
 
-from cli.output import not_yet
+from cli.output import print_json
+from ledger.workspace import Workspace
+from unlearning.model_store import ModelStore
 
 app = typer.Typer(help="Inspect trained models and their components.", no_args_is_help=True)
 
 
+def version_summary(name: str, version: int | None = None) -> dict:
+    v = ModelStore(Workspace.from_env()).get(name, version)
+    return {
+        "name": v.name, "version": v.version, "method": v.meta["method"], "base": v.meta["base"]["name"],
+        "config_sha256": v.meta["config_sha256"], "aggregate": v.aggregate,
+        "components": [c.summary() for c in v.components],
+    }
+
+
+def print_components(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['name']} v{summary['version']} ({summary['method']}, base {summary['base']})")
+    for column in ("component", "shard", "slice", "records", "manifest root", "weights sha256", "aggregated"):
+        table.add_column(column)
+    for c in summary["components"]:
+        table.add_row(c["id"], str(c["shard"]), str(c["slice"]), str(c["manifest_size"]), c["manifest_root"][:16],
+                      c["weights_sha256"][:16], "yes" if c["id"] in summary["aggregate"] else "")
+    Console(width=140).print(table)
+
+
 @app.command()
-def show(name: str) -> None:
-    """Show a model's components."""
-    not_yet("erasure models show")
+def show(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int | None = typer.Option(None, "--version", help="Version (default: the newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """A model version's components: id, shard, slice, manifest root and size, weights digest."""
+    summary = version_summary(name, version)
+    if as_json:
+        print_json(summary)
+    else:
+        print_components(summary)

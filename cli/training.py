@@ -1,28 +1,151 @@
-"""`erasure train | eval | predict | replay`."""
+"""`erasure train | eval | predict | replay`.
+
+torch, transformers and peft are imported inside the commands, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 
-from cli.output import not_yet
+from cli.models import print_components, version_summary
+from cli.output import fail, print_json
+from ledger.workspace import Workspace
+from unlearning.config import TrainConfig
+from unlearning.model_store import ModelStore
+
+JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
+VERSION = typer.Option(None, "--version", help="Model version (default: the newest).")
 
 
-def train(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Train a sharded LoRA model on the record store."""
-    not_yet("erasure train")
+@contextmanager
+def _progress() -> Iterator[object]:
+    """Rich progress bars on stderr (only when it is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        yield progress
 
 
-def evaluate(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Evaluate a model (AUC, accuracy) on test subjects."""
-    not_yet("erasure eval")
+def train(
+    name: str = typer.Argument(..., help="Model name."),
+    method: str = typer.Option("retrain", "--method", help="retrain or sisa."),
+    base: str = typer.Option("smollm2-135m", "--base", help="tiny, smollm2-135m or a local HF checkpoint directory."),
+    shards: int | None = typer.Option(None, "--shards", min=1, help="SISA shards S (default 4; retrain: 1)."),
+    slices: int | None = typer.Option(None, "--slices", min=1, help="SISA slices R per shard (default 4; retrain: 1)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Epochs E (fractions allowed); SISA spends the same compute."),
+    seed: int = typer.Option(0, "--seed", help="Seed of LoRA init, dropout and data order."),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA alpha."),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="LoRA dropout."),
+    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", help="Linear warm-up steps, then a constant rate."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Examples per optimizer step."),
+    max_length: int = typer.Option(1024, "--max-length", help="Longest allowed prompt + answer, in tokens."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (autocast)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: up to 4)."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Train version 1 of a LoRA model on the store's training records and print its components."""
+    from unlearning.engine import bf16_supported
+    from unlearning.models import TINY
+    from unlearning.training import train_model
+
+    default_parts = 4 if method == "sisa" else 1
+    if precision == "auto":
+        precision = "bf16" if base != TINY and bf16_supported() else "fp32"
+    config = TrainConfig(
+        method=method, base=base, shards=shards or default_parts, slices=slices or default_parts,
+        epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()), lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size, max_length=max_length,
+        precision=precision, threads=threads or min(4, os.cpu_count() or 1),
+    )
+    with _progress() as progress:
+        version = train_model(Workspace.from_env(), name, config, progress)
+    summary = version_summary(version.name, version.version)
+    if as_json:
+        print_json(summary)
+    else:
+        print_components(summary)
 
 
-def predict(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Predict P(Yes) for one prompt."""
-    not_yet("erasure predict")
+def evaluate(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int | None = VERSION,
+    split: str = typer.Option("test", "--split", help="Held-out subjects to evaluate on: test or valid."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """AUC and accuracy on held-out subjects, beside the history-positivity baseline AUC."""
+    from unlearning.evaluation import evaluate as run
+    from unlearning.records import RecordStore
+
+    workspace = Workspace.from_env()
+    model = ModelStore(workspace).get(name, version)
+    with RecordStore.open(workspace) as store:
+        records = store.records(split)
+    with _progress() as progress:
+        result = run(model, records, progress)
+    if as_json:
+        print_json(result.to_dict())
+        return
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    typer.echo(f"{name} v{model.version} on {result.n} {split} samples: AUC {fmt(result.auc)} "
+               f"(history-positivity baseline AUC {fmt(result.baseline_auc)}), accuracy {fmt(result.accuracy)}")
 
 
-def replay(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Retrain one component from the retained records and compare digests."""
-    not_yet("erasure replay")
+def predict(
+    name: str = typer.Argument(..., help="Model name."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to score."),
+    version: int | None = VERSION,
+    as_json: bool = JSON_OUT,
+) -> None:
+    """P(Yes) for one prompt (mean over the aggregated components)."""
+    from unlearning.inference import Predictor
+
+    model = ModelStore(Workspace.from_env()).get(name, version)
+    p_yes = Predictor(model).p_yes([prompt])[0]
+    if as_json:
+        print_json({"p_yes": p_yes, "answer": "Yes" if p_yes >= 0.5 else "No"})
+    else:
+        typer.echo(f"P(Yes) = {p_yes:.4f}")
+
+
+def replay(
+    name: str = typer.Argument(..., help="Model name."),
+    component: str = typer.Option(..., "--component", help="Component id, e.g. shard0-slice3."),
+    version: int | None = VERSION,
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Retrain a component from the retained records and compare digests (exit 0 equal, 1 different)."""
+    from unlearning.training import replay_component
+
+    workspace = Workspace.from_env()
+    model = ModelStore(workspace).get(name, version)
+    with _progress() as progress:
+        result = replay_component(workspace, model, component, progress)
+    if as_json:
+        print_json({"component": result.component, "equal": result.equal, "expected_sha256": result.expected_sha256,
+                    "replayed_sha256": result.replayed_sha256, "manifest_size": result.manifest_size,
+                    "missing_records": result.missing_records})
+    elif result.equal:
+        typer.echo(f"{component}: replay reproduces weights sha256 {result.expected_sha256}")
+    if not result.equal:
+        missing = f" ({result.missing_records} of its records are no longer in the store)" if result.missing_records else ""
+        fail(f"{component}: replayed weights sha256 {result.replayed_sha256} != recorded "
+             f"{result.expected_sha256}{missing}", 1)
 
 
 def register(app: typer.Typer) -> None:

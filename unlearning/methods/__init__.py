@@ -1,0 +1,66 @@
+"""Training methods as plans: which components exist, what each one trains on, and for how long.
+
+A plan is pure data computed from the configuration, the partition and the records, so the
+same function drives training, replay and unlearning (re-plan on the retained records; every
+component whose inputs did not change is reused, the first changed one resumes from its
+parent's checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from unlearning.config import TrainConfig
+from unlearning.partition import Partition
+from unlearning.records import StoredRecord
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    id: str
+    shard: int
+    slice: int
+    parent: str | None  # the component whose final training state this one starts from
+    records: tuple[StoredRecord, ...]  # everything trained on, including through the parent
+    samples: int  # examples this component's own training processes (its data order: HMAC(seed, id/pass || record id))
+
+    @property
+    def commitments(self) -> list[bytes]:
+        return [r.commitment for r in self.records]
+
+
+@dataclass(frozen=True)
+class Plan:
+    components: list[ComponentSpec]  # parents before children
+    aggregate: list[str]  # the components whose predictions are averaged (mean P(Yes))
+
+    def component(self, component_id: str) -> ComponentSpec:
+        for spec in self.components:
+            if spec.id == component_id:
+                return spec
+        raise KeyError(component_id)
+
+    def lineage(self, component_id: str) -> list[ComponentSpec]:
+        """The component and its ancestors, oldest first."""
+        chain = [self.component(component_id)]
+        while chain[0].parent is not None:
+            chain.insert(0, self.component(chain[0].parent))
+        return chain
+
+
+def component_id(shard: int, slice_: int) -> str:
+    return f"shard{shard}-slice{slice_}"
+
+
+def samples_for(epochs: Fraction, records: int) -> int:
+    """`epochs` passes over `records` examples, rounded half up."""
+    return int(epochs * records + Fraction(1, 2))
+
+
+def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
+    from unlearning.methods import retrain, sisa
+
+    module = {"retrain": retrain, "sisa": sisa}[config.method]
+    return module.plan(config, partition, sorted(records, key=lambda r: r.record_id))

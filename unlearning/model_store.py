@@ -1,0 +1,226 @@
+"""Model versions on disk: `$ERASURE_HOME/artifacts/models/NAME/vN/`.
+
+    vN/model.json                      name, version, method, config, base, environment,
+                                       aggregation (rule + components), component ids
+    vN/components/ID/
+        adapter_model.safetensors      LoRA weights (peft format)
+        adapter_config.json            peft LoraConfig
+        training_state.safetensors     optimizer moments, RNG states (the checkpoint)
+        training_state.json            optimizer/scheduler structure, step count
+        manifest.leaves                sorted 32-byte commitments of every record trained on
+        component.json                 id, shard, slice, parent, manifest root+size,
+                                       weights sha256, sha256 of every other file
+
+A version is built in a hidden staging directory and renamed into place when complete, so
+a reader never sees half a version. Components are data: nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import BadInput
+from ledger.manifest import Manifest
+from ledger.workspace import Workspace
+from unlearning.config import TrainConfig
+
+if TYPE_CHECKING:
+    from unlearning.checkpoint import TrainingState
+    from unlearning.methods import ComponentSpec
+
+MODEL_JSON = "model.json"
+COMPONENT_JSON = "component.json"
+MANIFEST_FILE = "manifest.leaves"
+ADAPTER_FILE = "adapter_model.safetensors"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Component:
+    path: Path
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / COMPONENT_JSON).read_text(encoding="utf-8"))
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def parent(self) -> str | None:
+        return self.meta["parent"]
+
+    @property
+    def manifest_root(self) -> bytes:
+        return bytes.fromhex(self.meta["manifest"]["root"])
+
+    @property
+    def manifest_size(self) -> int:
+        return self.meta["manifest"]["size"]
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.meta["weights_sha256"]
+
+    def manifest(self) -> Manifest:
+        return Manifest.read(self.path / MANIFEST_FILE)
+
+    def adapter(self) -> dict:
+        from unlearning.checkpoint import load_adapter
+
+        return load_adapter(self.path)
+
+    def training_state(self) -> "TrainingState":
+        from unlearning.checkpoint import TrainingState
+
+        return TrainingState.load(self.path)
+
+    def summary(self) -> dict:
+        m = self.meta
+        return {"id": m["id"], "shard": m["shard"], "slice": m["slice"], "parent": m["parent"],
+                "manifest_root": m["manifest"]["root"], "manifest_size": m["manifest"]["size"],
+                "weights_sha256": m["weights_sha256"]}
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / MODEL_JSON).read_text(encoding="utf-8"))
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    @property
+    def aggregate(self) -> list[str]:
+        return self.meta["aggregation"]["components"]
+
+    @property
+    def components(self) -> list[Component]:
+        return [Component(self.path / "components" / cid) for cid in self.meta["components"]]
+
+    def component(self, component_id: str) -> Component:
+        if component_id not in self.meta["components"]:
+            raise BadInput(f"model {self.name} v{self.version} has no component {component_id!r}")
+        return Component(self.path / "components" / component_id)
+
+
+class ModelStore:
+    def __init__(self, workspace: Workspace):
+        self.root = workspace.artifacts / "models"
+
+    def _model_dir(self, name: str) -> Path:
+        if not _NAME.fullmatch(name):
+            raise BadInput(f"invalid model name {name!r}: letters, digits, '.', '_', '-' (at most 64)")
+        return self.root / name
+
+    def versions(self, name: str) -> list[int]:
+        directory = self._model_dir(name)
+        if not directory.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION_DIR.fullmatch(p.name)))
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """A version of a model (the newest by default)."""
+        versions = self.versions(name)
+        if not versions:
+            raise BadInput(f"no model named {name!r}")
+        chosen = versions[-1] if version is None else version
+        if chosen not in versions:
+            raise BadInput(f"model {name!r} has no version {chosen} (versions: {', '.join(map(str, versions))})")
+        return ModelVersion(name, chosen, self._model_dir(name) / f"v{chosen}")
+
+    def draft(self, name: str) -> "Draft":
+        """A staging directory for the next version of `name`."""
+        versions = self.versions(name)
+        return Draft(name, versions[-1] + 1 if versions else 1, self._model_dir(name))
+
+
+class Draft:
+    """A version being built; `commit` renames it into place, leaving it discards it."""
+
+    def __init__(self, name: str, version: int, model_dir: Path):
+        self.name, self.version = name, version
+        self.target = model_dir / f"v{version}"
+        self.path = model_dir / f".staging-v{version}-{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        (self.path / "components").mkdir(parents=True)
+        self._components: list[str] = []
+
+    def __enter__(self) -> "Draft":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)  # no-op after commit
+
+    def component(self, component_id: str) -> Component:
+        return Component(self.path / "components" / component_id)
+
+    def write_component(self, spec: "ComponentSpec", state: "TrainingState", lora_config: Any) -> Component:
+        """Save a trained component: checkpoint, adapter config, manifest, then component.json."""
+        directory = self.path / "components" / spec.id
+        state.save(directory)
+        lora_config.save_pretrained(directory)
+        manifest = Manifest.from_commitments(spec.commitments)
+        manifest.write(directory / MANIFEST_FILE)
+        files = {p.name: file_sha256(p) for p in sorted(directory.iterdir())}
+        _write_json(directory / COMPONENT_JSON, {
+            "id": spec.id, "shard": spec.shard, "slice": spec.slice, "parent": spec.parent,
+            "manifest": {"root": manifest.root.hex(), "size": manifest.size},
+            "samples": spec.samples, "steps": state.step,
+            "weights_sha256": files[ADAPTER_FILE], "files": files,
+        })
+        self._components.append(spec.id)
+        return self.component(spec.id)
+
+    def reuse_component(self, component: Component) -> Component:
+        """Take an unchanged component from an earlier version (hard links, same bytes)."""
+        shutil.copytree(component.path, self.path / "components" / component.id, copy_function=_link_or_copy)
+        self._components.append(component.id)
+        return self.component(component.id)
+
+    def commit(self, meta: dict) -> ModelVersion:
+        _write_json(self.path / MODEL_JSON, {
+            **meta, "name": self.name, "version": self.version, "components": self._components,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+        try:
+            self.path.rename(self.target)
+        except OSError as err:
+            raise BadInput(f"model {self.name} v{self.version} was written by someone else meanwhile") from err
+        return ModelVersion(self.name, self.version, self.target)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
