@@ -2,14 +2,11 @@
 
 import typer
 
-from cli.ledger import JSON_OUT, ErasureGroup
 from cli.output import not_yet, print_json
 from ledger.bench import run_ledger_benchmark
 from ledger.errors import BadInput
 
-app = typer.Typer(
-    cls=ErasureGroup, help="Benchmarks: JSON results, side-by-side comparisons.", no_args_is_help=True
-)
+app = typer.Typer(help="Benchmarks: JSON results, side-by-side comparisons.", no_args_is_help=True)
 
 
 @app.command()
@@ -33,7 +30,7 @@ def ledger(
     sizes: str = typer.Option("1000,100000,1000000", "--sizes", help="Comma-separated log sizes."),
     batch: int = typer.Option(1000, "--batch", min=1, help="Entries per append transaction."),
     proofs: int = typer.Option(1000, "--proofs", min=1, help="Proofs generated and verified per size."),
-    as_json: bool = JSON_OUT,
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Ledger append throughput and proof generation/verification time at each size."""
     result = run_ledger_benchmark(_sizes(sizes), batch=batch, proofs=proofs)

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import typer
 
-from cli.ledger import JSON_OUT, ErasureGroup
 from cli.output import print_json
 from ledger.keys import ROLES, build_trust, init_keys, private_key_path, role_vkey, write_trust
 from ledger.workspace import Workspace
 
-app = typer.Typer(
-    cls=ErasureGroup, help="Create signing keys, print verifier keys, write trust files.", no_args_is_help=True
-)
+app = typer.Typer(help="Create signing keys, print verifier keys, write trust files.", no_args_is_help=True)
 
 
 @app.command()
-def init(as_json: bool = JSON_OUT) -> None:
+def init(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
     """Create the ledger and certifier Ed25519 keys in ERASURE_KEY_DIR (existing keys are kept)."""
     workspace = Workspace.from_env()
     created = init_keys(workspace.key_dir)

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
-from typer.core import TyperGroup
 
-from cli.output import fail, print_json
+from cli.output import print_json
 from ledger.audit import audit_log
 from ledger.errors import BadInput, ErasureError
 from ledger.keys import key_name, read_trust, role_vkey
@@ -21,20 +19,7 @@ from ledger.store import SqliteStore
 from ledger.workspace import Workspace
 
 
-class ErasureGroup(TyperGroup):
-    """Maps library errors to the design's exit codes (1 verification failed, 2 bad input)
-    for every command of the group, also when it runs in-process (tests, other tools)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ErasureError as err:
-            fail(str(err), err.exit_code)
-
-
-app = typer.Typer(
-    cls=ErasureGroup, help="Append to, prove and verify the transparency log.", no_args_is_help=True
-)
+app = typer.Typer(help="Append to, prove and verify the transparency log.", no_args_is_help=True)
 
 JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
