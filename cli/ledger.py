@@ -18,7 +18,6 @@ from ledger.proofs import check_proof_json, consistency_json, inclusion_json
 from ledger.store import SqliteStore
 from ledger.workspace import Workspace
 
-
 app = typer.Typer(help="Append to, prove and verify the transparency log.", no_args_is_help=True)
 
 JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -45,7 +44,10 @@ def append(
     """Append an entry (administrators only: services append through the Python API)."""
     with open_ledger(Workspace.from_env()) as ledger:
         index = ledger.append(entry_type, _parse_json(data, "--data"), key)
-    print_json({"index": index}) if as_json else typer.echo(index)
+    if as_json:
+        print_json({"index": index})
+    else:
+        typer.echo(index)
 
 
 @app.command()

@@ -7,6 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,68 @@ def test_read_only_open_does_not_create(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
     with pytest.raises(BadInput, match="cannot open ledger"):
         SqliteStore.open(tmp_path / "junk.db", "o.example/log")
+
+
+class MemoryStore:
+    """A second LogStore: the Ledger and the auditor need nothing beyond the protocol."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.rows: dict[int, tuple[bytes, str | None]] = {}
+        self.hashes: dict[int, bytes] = {}
+        self.notes: dict[int, str] = {}
+
+    @contextmanager
+    def reading(self):
+        yield self
+
+    writing = reading
+
+    def close(self) -> None:
+        pass
+
+    def size(self) -> int:
+        return max(self.rows, default=-1) + 1
+
+    def entries(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        return [(i, self.rows[i][0]) for i in sorted(self.rows) if start <= i < stop]
+
+    def iter_entries(self):
+        return iter(self.entries(0, self.size()))
+
+    def read_hashes(self, positions):
+        return [self.hashes[p] for p in positions]
+
+    def iter_hashes(self):
+        return iter(sorted(self.hashes.items()))
+
+    def find_keys(self, keys):
+        return {k: i for i, (_, k) in self.rows.items() if k in keys}
+
+    def checkpoints(self):
+        return sorted(self.notes.items())
+
+    def latest_checkpoint(self):
+        return max(self.notes.items(), default=None)
+
+    def insert_entries(self, rows) -> None:
+        self.rows.update((i, (data, key)) for i, data, key in rows)
+
+    def insert_hashes(self, rows) -> None:
+        self.hashes.update(rows)
+
+    def insert_checkpoint(self, size: int, note: str) -> None:
+        self.notes[size] = note
+
+
+def test_another_store_backend(signer: Signer, origin: str) -> None:
+    store = MemoryStore(origin)
+    ledger = Ledger(store, signer)
+    assert ledger.append_many([("e", {"i": i}, f"k{i % 7}") for i in range(20)])[7:9] == [0, 1]
+    ledger.checkpoint()
+    ledger.append("e", {"i": 20})
+    ledger.checkpoint()
+    hashes = [merkle.leaf_hash(store.rows[i][0]) for i in range(8)]
+    assert ledger.root() == merkle.root(hashes)
+    assert verify_tlog_proof(ledger.tlog_proof(3), store.rows[3][0], [signer.verifier], origin).size == 8
+    assert audit_log(store, [signer.verifier], origin).checkpoints == 2
