@@ -1,29 +1,98 @@
 """`erasure forget | verify | pull`: certified unlearning and its verification."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import typer
 
-from cli.output import not_yet
+from cli.output import print_json
+from ledger.workspace import Workspace
 
-# Stubs accept any arguments so scripts written against the final interface already run.
-_ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def forget(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Erase a subject from a model: exclusion, retrain, certificates, purge."""
-    not_yet("erasure forget")
+JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 
 
-def verify(target: str = typer.Argument(..., help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle dir.")) -> None:
-    """Verify a certified model version offline."""
-    not_yet("erasure verify")
+def forget(
+    name: str = typer.Argument(..., help="Model name."),
+    subject: str = typer.Option(..., "--subject", help="Subject id whose data must be forgotten."),
+    record: list[str] = typer.Option(None, "--record", help="Forget only these record ids of the subject (repeatable)."),
+    request_id: str = typer.Option(None, "--request-id", help="Request id (default: derived from model and subject)."),
+    no_retrain: bool = typer.Option(False, "--no-retrain", help="Stop after the certified exclusion version."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Erase a subject from a model, synchronously.
+
+    Logs the request and crypto-shreds the records; certifies an exact exclusion version
+    (affected components dropped) and moves the `certified` alias to it; retrains the affected
+    shards from their last clean checkpoints (coalesced) and certifies that version too; then
+    purges every version that saw the data. Running it again is a no-op.
+    """
+    from unlearning.forget import forget as run_forget
+
+    result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain)
+    if as_json:
+        print_json(result.to_json())
+        return
+    typer.echo(f"request {result.request_id}: {result.commitments} records erased")
+    if result.excluded_version is not None:
+        typer.echo(f"excluded version  models:/{name}/{result.excluded_version} certified "
+                   f"({result.timings['excluded_s']:.1f} s)")
+    if result.restored_version is not None:
+        typer.echo(f"restored version  models:/{name}/{result.restored_version} certified "
+                   f"({result.timings['restored_s']:.1f} s)")
+    if result.purged_versions:
+        typer.echo(f"purged local versions {', '.join(f'v{n}' for n in result.purged_versions)}")
+    if result.excluded_version is None and result.restored_version is None:
+        typer.echo("no certified version held these records: nothing to retrain")
 
 
-def pull(target: str = typer.Argument(..., help="models:/NAME@ALIAS")) -> None:
-    """Download a certified version, verify it, then hand over its path."""
-    not_yet("erasure pull")
+def verify(
+    target: str = typer.Argument(..., help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle directory."),
+    trust: Path = typer.Option(None, "--trust", help="Trust file (default: this workspace's public keys)."),
+    state: Path = typer.Option(None, "--state", help="Auditor state dir: audit the whole ledger against it."),
+    replay: int = typer.Option(0, "--replay", min=0, help="Retrain N sampled components and compare digests."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Verify a certified model version: signature, files, manifests, non-membership proofs,
+    ledger inclusion and consistency, registry binding and aliases. Exit 0 only if all pass."""
+    from unlearning.verify import verify_target
+
+    result = verify_target(Workspace.from_env(), target, trust, state, replay)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        for c in result.checks:
+            typer.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.check:20} {c.detail}")
+        typer.echo(f"{'verified' if result.verified else 'NOT VERIFIED'}: claim {result.claim or '-'}")
+    if not result.verified:
+        failed = next((c for c in result.checks if not c.ok), None)
+        if failed is not None:
+            typer.echo(f"erasure: error: {failed.check}: {failed.detail}", err=True)
+        raise typer.Exit(1)
+
+
+def pull(
+    target: str = typer.Argument(..., help="models:/NAME@ALIAS (resolved once, then pinned)."),
+    dest: Path = typer.Option(..., "--dest", help="Directory to place the verified bundle in."),
+    trust: Path = typer.Option(None, "--trust", help="Trust file (default: this workspace's public keys)."),
+    allow_approximate: bool = typer.Option(False, "--allow-approximate", help="Accept APPROXIMATE certificates."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Download a certified version, verify it, and only then move it into DEST."""
+    from unlearning.verify import pull as run_pull
+
+    result, registered = run_pull(Workspace.from_env(), target, dest, trust, allow_approximate)
+    if not result.verified:
+        failed = next(c for c in result.checks if not c.ok)
+        typer.echo(f"erasure: error: refusing {target} (v{registered.version}): {failed.check}: {failed.detail}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        print_json({"version": registered.version, "dest": str(dest), **result.to_json()})
+    else:
+        typer.echo(f"verified v{registered.version} ({result.claim}) -> {dest}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command(context_settings=_ANY_ARGS)(forget)
-    app.command(context_settings=_ANY_ARGS)(verify)
-    app.command(context_settings=_ANY_ARGS)(pull)
+    app.command()(forget)
+    app.command()(verify)
+    app.command()(pull)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import signal
@@ -110,6 +111,15 @@ def free_port() -> int:
 
 def kafka_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     """True when the broker answers a metadata request."""
+    # refused connections are the expected answer while a broker starts: keep them out of the logs
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        return _describe(bootstrap, timeout_s)
+    finally:
+        logging.getLogger("kafka").setLevel(logging.NOTSET)
+
+
+def _describe(bootstrap: str, timeout_s: float) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 

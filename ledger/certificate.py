@@ -113,8 +113,9 @@ class Predicate(_Strict):
 # issuing
 
 
-def cite(ledger: Any, indices: Sequence[int], checkpoint: str, size: int) -> LedgerEvidence:
-    """Ledger evidence for `indices` against a signed checkpoint of `size` (a `ledger.log.Ledger`)."""
+def cite(ledger: Any, indices: Sequence[int], checkpoint: str) -> LedgerEvidence:
+    """Ledger evidence for `indices` against a signed checkpoint (of a `ledger.log.Ledger`)."""
+    size = parse_checkpoint(parse_note(checkpoint).text).size
     entries = [CitedEntry(index=i, entry=ledger.entry(i).decode("utf-8"),
                           proof=[base64.b64encode(h).decode() for h in ledger.inclusion_proof(i, size)])
                for i in sorted(set(indices))]

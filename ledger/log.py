@@ -120,6 +120,11 @@ class Ledger:
             view.insert_hashes(hashes)
         return indices
 
+    def find(self, natural_key: str) -> int | None:
+        """The index of the entry logged under `natural_key`, if any."""
+        with self.store.reading() as view:
+            return view.find_keys([natural_key]).get(natural_key)
+
     def entry(self, index: int) -> bytes:
         """The entry's stored bytes, verbatim (hash these, never a re-serialisation)."""
         with self.store.reading() as view:

@@ -1,18 +1,28 @@
-"""Session-wide fixtures: a real Apache Kafka broker and a real MLflow tracking server.
+"""Shared fixtures.
 
-They are started through the same code as `erasure dev up`, or reused when `ERASURE_KAFKA` /
-`MLFLOW_TRACKING_URI` point at running ones, and stopped at the end of the session.
+- Session-wide: a real Apache Kafka broker and a real MLflow tracking server, started through
+  the same code as `erasure dev up` (or reused when `ERASURE_KAFKA` / `MLFLOW_TRACKING_URI`
+  point at running ones) and stopped at the end of the session.
+- Per test: a fresh workspace, and small synthetic TALLRec-style records. The records use the
+  MovieLens prompt template with made-up titles and a learnable rule (the answer is "Yes" when
+  the target shares its first word with a liked title), so the tiny model trains in seconds
+  and no MovieLens data is needed.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from ledger.workspace import Workspace
+from unlearning.movielens import Item, prompt
+from unlearning.records import Record
 
 
 @dataclass(frozen=True)
@@ -45,3 +55,49 @@ def kafka_bootstrap(services: Endpoints) -> str:
 @pytest.fixture(scope="session")
 def mlflow_uri(services: Endpoints) -> str:
     return services.mlflow
+
+
+WORDS = ["Star", "Night", "River", "Ghost", "Summer", "Iron", "Blue", "Wild"]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    monkeypatch.setenv("ERASURE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ERASURE_KEY_DIR", raising=False)
+    workspace = Workspace.from_env()
+    # A fixed partition key, so which synthetic subjects are held out is the same on every run.
+    workspace.key_dir.mkdir(parents=True)
+    (workspace.key_dir / "partition.key").write_bytes(b"fixed partition key for tests..!")
+    (workspace.key_dir / "partition.key").chmod(0o600)
+    return workspace
+
+
+def make_records(subjects: int = 8, per_subject: int = 5, seed: int = 0) -> list[Record]:
+    rng = random.Random(seed)
+
+    def item(i: int) -> Item:
+        return Item(str(i), f"{rng.choice(WORDS)} {rng.choice(WORDS).lower()}", str(rng.randint(1950, 1999)), ())
+
+    records = []
+    for s in range(subjects):
+        for k in range(per_subject):
+            liked, disliked, target = [item(1) for _ in range(2)], [item(2)], item(3)
+            answer = "Yes" if any(t.title.split()[0] == target.title.split()[0] for t in liked) else "No"
+            records.append(Record(f"rec-{s}-{k}", f"user{s}", prompt(liked, disliked, target), answer))
+    return records
+
+
+@pytest.fixture
+def records() -> Callable[..., list[Record]]:
+    return make_records
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path) -> Callable[[list], Path]:
+    def write(rows: list, name: str = "records.jsonl") -> Path:
+        path = tmp_path / name
+        lines = [r if isinstance(r, str) else json.dumps(r if isinstance(r, dict) else r.__dict__) for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    return write

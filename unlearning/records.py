@@ -248,6 +248,29 @@ class RecordStore:
             self._db.execute("DELETE FROM records WHERE subject_id = ?", (subject_id,))
         return commitments
 
+    def commitments_of(self, subject_id: str, record_ids: Sequence[str] | None = None) -> list[bytes]:
+        """Sorted commitments of a subject's records (all, or the named ones); BadInput if unknown."""
+        rows = dict(self._db.execute("SELECT record_id, commitment FROM records WHERE subject_id = ?", (subject_id,)))
+        if not rows:
+            raise BadInput(f"unknown subject {subject_id!r}: the record store holds no records of it")
+        if record_ids is None:
+            return sorted(rows.values())
+        missing = sorted(set(record_ids) - rows.keys())
+        if missing:
+            raise BadInput(f"subject {subject_id!r} has no record {missing[0]!r}")
+        return sorted(rows[r] for r in set(record_ids))
+
+    def erase_records(self, subject_id: str, record_ids: Sequence[str]) -> list[bytes]:
+        """Delete some of a subject's rows in one transaction; its key goes with its last row."""
+        commitments = self.commitments_of(subject_id, record_ids)
+        with self._transaction():
+            self._db.executemany("DELETE FROM records WHERE subject_id = ? AND record_id = ?",
+                                 [(subject_id, r) for r in set(record_ids)])
+            left = self._db.execute("SELECT COUNT(*) FROM records WHERE subject_id = ?", (subject_id,)).fetchone()[0]
+            if not left:
+                self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,))
+        return commitments
+
     def add_provenance(self, rows: Iterable[Provenance]) -> None:
         with self._transaction():
             self._db.executemany(

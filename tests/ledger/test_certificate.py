@@ -54,7 +54,7 @@ def _issue(ws: Workspace, bundle: Path, erased: list[bytes], held: dict[str, lis
         claim="EXACT", method="sisa", model="m", modelVersion=2, parentVersion=1,
         erasures=[Erasure(requestId="req-1", commitments=[c.hex() for c in erased], ledgerIndex=request_index)],
         components=claims, nonMembership=non_membership_proofs(manifests, erased), build={"seed": 7},
-        ledger=cite(ledger, [request_index] + [c.ledgerIndex for c in claims], checkpoint, ledger.size),
+        ledger=cite(ledger, [request_index] + [c.ledgerIndex for c in claims], checkpoint),
     )
     envelope = sign_certificate(bundle, predicate, load_signer(ws, "certifier"))
     log_certificate(bundle, predicate, envelope, ledger)

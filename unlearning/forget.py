@@ -1,0 +1,218 @@
+"""Forgetting a subject: receipt → exact exclusion → coalesced retrain → purge (design §2).
+
+Each step is idempotent, so a repeated request (a Kafka redelivery, or the same `forget` run
+twice) finds its earlier effects instead of repeating them:
+
+- `receive` logs `request_received` (natural key = request id) with the erased commitments,
+  then crypto-shreds the records, so the data is gone before any model work starts;
+- `exclude` builds, in seconds and without training, a version without every component whose
+  manifest holds an erased commitment;
+- `restore` re-plans the method on the retained records and rebuilds only what changed, each
+  changed component resuming from its last clean checkpoint (SISA) or from scratch;
+- `publish` certifies a version, registers it in MLflow, verifies the registered copy and only
+  then moves the `certified` alias;
+- `purge` deletes every local and registered version that saw an erased record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledger.errors import VerificationFailed
+from ledger.log import open_ledger
+from ledger.workspace import Workspace
+from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
+from unlearning.model_store import ModelStore, ModelVersion
+from unlearning.records import RecordStore
+from unlearning.registry import Registry, RegisteredVersion, fetch
+from unlearning.secrets import subject_tag
+from unlearning.verify import trust_for, verify_registered
+
+
+def default_request_id(ws: Workspace, model: str | None, subject_id: str, record_ids: list[str] | None) -> str:
+    """Deterministic, so the same `forget` command twice is one request (and names nobody)."""
+    scope = json.dumps([model, subject_tag(ws, subject_id), sorted(record_ids or [])])
+    return "forget-" + hashlib.sha256(scope.encode()).hexdigest()[:24]
+
+
+def receive(ws: Workspace, request_id: str, subject_id: str, record_ids: list[str] | None = None,
+            model: str | None = None, source: dict | None = None) -> Receipt:
+    """Log the request with its commitments, then crypto-shred the records (idempotent)."""
+    with open_ledger(ws) as ledger:
+        index = ledger.find(f"request/{request_id}")
+        if index is not None:
+            entry = json.loads(ledger.entry(index))
+            return Receipt(request_id, tuple(entry["commitments"]), index)
+        with RecordStore.open(ws) as store:
+            commitments = store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects
+            index = ledger.append("request_received", {
+                "request_id": request_id, "kind": "erase_records" if record_ids else "erase_subject",
+                "subject_tag": subject_tag(ws, subject_id), "model": model,
+                "commitments": [c.hex() for c in commitments], "source": source or {"via": "cli"},
+            }, natural_key=f"request/{request_id}")
+            # the ledger holds the commitments now: the records themselves can go
+            if record_ids:
+                store.erase_records(subject_id, record_ids)
+            else:
+                store.erase_subject(subject_id)
+    return Receipt(request_id, tuple(c.hex() for c in commitments), index)
+
+
+def _erased(receipts: list[Receipt]) -> set[bytes]:
+    return {bytes.fromhex(c) for r in receipts for c in r.commitments}
+
+
+def affected_components(version: ModelVersion, receipts: list[Receipt]) -> set[str]:
+    erased = _erased(receipts)
+    return {c.id for c in version.components if any(c.manifest().contains(e) for e in erased)}
+
+
+def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt]) -> ModelVersion | None:
+    """An exact version without the affected components, or None when nothing servable remains."""
+    affected = affected_components(version, receipts)
+    if not affected:
+        return None
+    aggregate = [cid for cid in version.aggregate if cid not in affected]
+    if not aggregate:
+        return None
+    meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "components", "created_at")}
+    with ModelStore(ws).draft(version.name) as draft:
+        for component in version.components:
+            if component.id not in affected:
+                draft.reuse_component(component)
+        excluded = draft.commit({**meta, "parent_version": version.version,
+                                 "aggregation": {**version.meta["aggregation"], "components": aggregate},
+                                 "operation": {"kind": "exclusion", "requests": [r.request_id for r in receipts],
+                                               "removed": sorted(affected)}})
+    with open_ledger(ws) as ledger:
+        ledger.append("version_built", {"model": excluded.name, "version": excluded.version, "kind": "exclusion",
+                                        "parent_version": version.version, "removed": sorted(affected),
+                                        "aggregate": aggregate, "requests": [r.request_id for r in receipts]},
+                      natural_key=f"version_built/{excluded.name}/v{excluded.version}")
+    return excluded
+
+
+def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], progress=None) -> ModelVersion:  # type: ignore[no-untyped-def]
+    """Rebuild what the erasures changed on the retained records (all pending erasures at once)."""
+    from unlearning import methods
+    from unlearning.training import build_version, engine_for
+
+    config = clean.config
+    erased = _erased(receipts)
+    with RecordStore.open(ws) as store:
+        records = [r for r in store.records("train") if r.commitment not in erased]
+        plan = methods.plan(config, store.partition, records)
+        engine = engine_for(config, expected_base=clean.meta["base"])
+        return build_version(ws, store, clean.name, plan, engine, reuse=clean, progress=progress)
+
+
+def _lineage(parent: ModelVersion, child: ModelVersion) -> tuple[dict[str, str], dict[str, str | None], list[str]]:
+    """Per component of `child`: kept (same weights as in `parent`) or retrained (and from what)."""
+    before = {c.id: c.weights_sha256 for c in parent.components}
+    actions, resumed = {}, {}
+    for c in child.components:
+        if before.get(c.id) == c.weights_sha256:
+            actions[c.id] = "kept"
+        else:
+            actions[c.id] = "retrained"
+            resumed[c.id] = c.parent
+    removed = sorted(before.keys() - {c.id for c in child.components})
+    return actions, resumed, removed
+
+
+def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: list[Receipt],
+            parent: ModelVersion | None = None) -> RegisteredVersion:
+    """Certify, register, verify the registered copy, then move the `certified` alias to it."""
+    actions, resumed, removed = _lineage(parent, version) if parent else ({}, {}, [])
+    bundle = certify(ws, version, receipts, actions, resumed, removed)
+    predicate = certified_predicate(bundle, ws)
+    envelope_sha = hashlib.sha256((bundle / "attestation" / "certificate.dsse.json").read_bytes()).hexdigest()
+    with open_ledger(ws) as ledger:
+        certificate_index = ledger.find(f"certificate/{envelope_sha}")
+    registered = registry.register(ws, bundle, predicate, certificate_index)
+    with fetch(registry, registered) as tmp:
+        check = verify_registered(ws, registry, registered, Path(tmp) / "bundle", trust_for(ws, None),
+                                  check_aliases=False)
+    if not check.verified:
+        failed = next(c for c in check.checks if not c.ok)
+        registry.set_status(registered, "rejected")
+        raise VerificationFailed(f"registered v{registered.version} failed {failed.check}: {failed.detail}")
+    if predicate.claim == "EXACT":
+        registry.move_alias(ws, registered)
+    else:
+        registry.set_status(registered, "approximate")
+    return registry.get(registered.name, registered.version)
+
+
+def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt]) -> list[int]:
+    """Delete every local and registered version of `name` whose components saw an erased record."""
+    models = ModelStore(ws)
+    request_ids = [r.request_id for r in receipts]
+    dirty = [v for v in (models.get(name, n) for n in models.versions(name)) if affected_components(v, receipts)]
+    dirty_numbers = {v.version for v in dirty}
+    for registered in registry.versions(name):
+        if registered.local_version in dirty_numbers:
+            registry.purge(ws, registered, request_ids)
+    with open_ledger(ws) as ledger:
+        for v in dirty:
+            shutil.rmtree(bundle_dir(ws, name, v.version), ignore_errors=True)
+            shutil.rmtree(v.path)
+            ledger.append("version_purged", {"model": name, "version": v.version, "request_ids": request_ids},
+                          natural_key=f"version_purged/{name}/v{v.version}")
+    return sorted(dirty_numbers)
+
+
+@dataclass
+class ForgetResult:
+    request_id: str
+    commitments: int
+    excluded_version: int | None = None  # registry version numbers
+    restored_version: int | None = None
+    purged_versions: list[int] = field(default_factory=list)  # local version numbers
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"request_id": self.request_id, "commitments": self.commitments,
+                "excluded_version": self.excluded_version, "restored_version": self.restored_version,
+                "purged_versions": self.purged_versions, "timings": self.timings}
+
+
+def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | None = None,
+           request_id: str | None = None, retrain: bool = True, progress=None) -> ForgetResult:  # type: ignore[no-untyped-def]
+    """The synchronous path of design §2 (the event pipeline runs the same steps)."""
+    start = time.monotonic()
+    models = ModelStore(ws)
+    current = models.get(name)  # BadInput for unknown models, before anything is logged
+    registry = Registry.for_workspace(ws)
+    request_id = request_id or default_request_id(ws, name, subject_id, record_ids)
+    receipt = receive(ws, request_id, subject_id, record_ids, model=name)
+    result = ForgetResult(request_id, len(receipt.commitments))
+    result.timings["received_s"] = round(time.monotonic() - start, 3)
+
+    if affected_components(current, [receipt]):
+        excluded = exclude(ws, current, [receipt])
+        if excluded is not None:
+            result.excluded_version = publish(ws, registry, excluded, [receipt], parent=current).version
+            result.timings["excluded_s"] = round(time.monotonic() - start, 3)
+            current = excluded
+        if retrain:
+            restored = restore(ws, current, [receipt], progress)
+            result.restored_version = publish(ws, registry, restored, [receipt], parent=current).version
+            result.timings["restored_s"] = round(time.monotonic() - start, 3)
+    result.purged_versions = purge(ws, registry, name, [receipt])
+    result.timings["total_s"] = round(time.monotonic() - start, 3)
+    return result
+
+
+def register_trained(ws: Workspace, version: ModelVersion) -> RegisteredVersion:
+    """Certify and register a freshly trained version (no erasures yet) and alias it."""
+    return publish(ws, Registry.for_workspace(ws), version, [])
+
+
+__all__ = ["ForgetResult", "affected_components", "exclude", "forget", "publish", "purge", "receive",
+           "register_trained", "restore"]
