@@ -44,3 +44,26 @@ def ledger(
             f"consistency {row['consistency_prove_ms']:.3f} + {row['consistency_verify_ms']:.3f} ms, "
             f"audit {row['audit_s']:.1f} s"
         )
+
+
+@app.command("s3t-capacity")
+def s3t_capacity(
+    shards: int = typer.Option(4, "--shards", min=1, help="Shards m."),
+    slices: int = typer.Option(4, "--slices", min=1, help="Slices L per shard."),
+    budget: int = typer.Option(4, "--budget", min=1, help="S3T slice orders B per shard (cyclic rotations)."),
+    trials: int = typer.Option(10000, "--trials", min=1, help="Simulated deletion sequences."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated deletions."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Mean uniformly random single-record deletions until every shard (and the first shard)
+    must be retrained: S3T with B orders vs SISA slicing, beside the coupon-collector formulas."""
+    from unlearning.s3t_capacity import simulate
+
+    result = simulate(shards, slices, budget, trials=trials, seed=seed)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{shards} shards x {slices} slices, {trials} trials: deletions until every shard is exhausted")
+    for method, label in (("s3t", f"S3T (B={budget})"), ("sisa", "SISA")):
+        typer.echo(f"  {label:10} {result[method + '_mean']:8.2f}  (formula {result[method + '_formula']:.2f}); "
+                   f"first forced retrain after {result[method + '_first_retrain_mean']:.2f}")

@@ -9,7 +9,7 @@ parent's checkpoint).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from unlearning.config import TrainConfig
@@ -25,6 +25,8 @@ class ComponentSpec:
     parent: str | None  # the component whose final training state this one starts from
     records: tuple[StoredRecord, ...]  # everything trained on, including through the parent
     samples: int  # examples this component's own training processes (its data order: HMAC(seed, id/pass || record id))
+    group: int | None = None  # S3T: the only LoRA layer group this stage trains (top-down); None: all LoRA layers
+    kind: str = "adapter"  # "adapter" (trained LoRA state) or "aggregator" (APA's validation pool, computed)
 
     @property
     def commitments(self) -> list[bytes]:
@@ -34,7 +36,10 @@ class ComponentSpec:
 @dataclass(frozen=True)
 class Plan:
     components: list[ComponentSpec]  # parents before children
-    aggregate: list[str]  # the components whose predictions are averaged (mean P(Yes))
+    aggregate: list[str]  # the components whose predictions are combined by `rule`
+    rule: str = "mean_p_yes"  # or "apa": per-sample merge of the aggregate's adapters
+    details: dict = field(default_factory=dict)  # method data for model.json's aggregation (APA settings, S3T orders)
+    partition: dict = field(default_factory=lambda: {"rule": "subject-hash"})  # how records were sharded
 
     def component(self, component_id: str) -> ComponentSpec:
         for spec in self.components:
@@ -60,7 +65,13 @@ def samples_for(epochs: Fraction, records: int) -> int:
 
 
 def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
-    from unlearning.methods import retrain, sisa
+    """The plan on these records (any splits: adapters train on `train`, APA's aggregator
+    pools `valid`, `test` is never used). For APA with a public-centroid partition,
+    `partition` is the version's `ItemCentroidPartition`."""
+    from unlearning.methods import apa, retrain, s3t, sisa
 
-    module = {"retrain": retrain, "sisa": sisa}[config.method]
-    return module.plan(config, partition, sorted(records, key=lambda r: r.record_id))
+    ordered = sorted(records, key=lambda r: r.record_id)
+    if config.method == "apa":
+        return apa.plan(config, partition, ordered)
+    module = {"retrain": retrain, "sisa": sisa, "s3t": s3t}[config.method]
+    return module.plan(config, partition, [r for r in ordered if r.split == "train"])
