@@ -144,10 +144,21 @@ def test_unknown_key_and_rolled_back_ledger_fail(workspace: Workspace, trained: 
     assert json.loads(wrong.stdout)["checks"][0] == {
         "check": "signature", "ok": False, "detail": "DSSE envelope is not signed by any trusted certifier key"}
 
-    db = sqlite3.connect(workspace.ledger_db)
-    size = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-    db.execute("DELETE FROM entries WHERE idx >= ?", (size - 3,))
-    db.commit()
-    db.close()
+    state = tmp_path / "auditor"
+    assert run("verify", f"models:/{trained}@certified", "--state", str(state)).exit_code == 0
+
+    def roll_back(entries: int) -> None:
+        db = sqlite3.connect(workspace.ledger_db)
+        size = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        db.execute("DELETE FROM entries WHERE idx >= ?", (size - entries,))
+        db.execute("DELETE FROM checkpoints WHERE size > ?", (size - entries,))
+        db.commit()
+        db.close()
+
+    roll_back(1)  # the log forgets its newest entry: the auditor's saved checkpoint catches it
+    rolled = run("verify", f"models:/{trained}@certified", "--state", str(state))
+    assert rolled.exit_code == 1 and "ledger audit" in rolled.stderr and "entry" in rolled.stderr
+
+    roll_back(3)  # now shorter than the certificate's own checkpoint
     rolled = run("verify", f"models:/{trained}@certified")
     assert rolled.exit_code == 1 and "ledger consistency" in rolled.stderr
