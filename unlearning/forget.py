@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.certificate import ENVELOPE_FILE
 from ledger.errors import VerificationFailed
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
@@ -131,7 +132,7 @@ def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: 
     actions, resumed, removed = _lineage(parent, version) if parent else ({}, {}, [])
     bundle = certify(ws, version, receipts, actions, resumed, removed)
     predicate = certified_predicate(bundle, ws)
-    envelope_sha = hashlib.sha256((bundle / "attestation" / "certificate.dsse.json").read_bytes()).hexdigest()
+    envelope_sha = hashlib.sha256((bundle / ENVELOPE_FILE).read_bytes()).hexdigest()
     with open_ledger(ws) as ledger:
         certificate_index = ledger.find(f"certificate/{envelope_sha}")
     registered = registry.register(ws, bundle, predicate, certificate_index)
@@ -190,6 +191,13 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
     current = models.get(name)  # BadInput for unknown models, before anything is logged
     registry = Registry.for_workspace(ws)
     request_id = request_id or default_request_id(ws, name, subject_id, record_ids)
+    with open_ledger(ws) as ledger:
+        new_request = ledger.find(f"request/{request_id}") is None
+    if new_request:
+        with RecordStore.open(ws) as store:
+            store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects, before any effect
+    if not (bundle_dir(ws, name, current.version) / ENVELOPE_FILE).exists():
+        publish(ws, registry, current, [])  # trained without a registry at hand: certify it first
     receipt = receive(ws, request_id, subject_id, record_ids, model=name)
     result = ForgetResult(request_id, len(receipt.commitments))
     result.timings["received_s"] = round(time.monotonic() - start, 3)
