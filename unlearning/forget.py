@@ -26,6 +26,7 @@ from pathlib import Path
 from ledger.certificate import ENVELOPE_FILE
 from ledger.errors import VerificationFailed
 from ledger.log import open_ledger
+from ledger.manifest import Manifest
 from ledger.workspace import Workspace
 from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
 from unlearning.model_store import ModelStore, ModelVersion
@@ -41,14 +42,23 @@ def default_request_id(ws: Workspace, model: str | None, subject_id: str, record
     return "forget-" + hashlib.sha256(scope.encode()).hexdigest()[:24]
 
 
+def lookup_receipt(ws: Workspace, request_id: str) -> Receipt | None:
+    """The receipt of an already logged request."""
+    with open_ledger(ws) as ledger:
+        index = ledger.find(f"request/{request_id}")
+        if index is None:
+            return None
+        entry = json.loads(ledger.entry(index))
+    return Receipt(request_id, tuple(entry["commitments"]), index)
+
+
 def receive(ws: Workspace, request_id: str, subject_id: str, record_ids: list[str] | None = None,
             model: str | None = None, source: dict | None = None) -> Receipt:
     """Log the request with its commitments, then crypto-shred the records (idempotent)."""
+    known = lookup_receipt(ws, request_id)
+    if known is not None:
+        return known
     with open_ledger(ws) as ledger:
-        index = ledger.find(f"request/{request_id}")
-        if index is not None:
-            entry = json.loads(ledger.entry(index))
-            return Receipt(request_id, tuple(entry["commitments"]), index)
         with RecordStore.open(ws) as store:
             commitments = store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects
             index = ledger.append("request_received", {
@@ -98,9 +108,16 @@ def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt]) -> Mo
     return excluded
 
 
-def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], progress=None) -> ModelVersion:  # type: ignore[no-untyped-def]
-    """Rebuild what the erasures changed on the retained records (all pending erasures at once)."""
+def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards: set[int] | None = None,
+            progress=None) -> ModelVersion:  # type: ignore[no-untyped-def]
+    """Rebuild what the erasures changed, on the retained records (all pending erasures at once).
+
+    With `shards`, only those shards are rebuilt (one executor's job); the other shards keep
+    exactly the components `clean` has, so a shard still waiting for its own job stays excluded.
+    Components without a shard (aggregators) are always brought up to date.
+    """
     from unlearning import methods
+    from unlearning.methods import Plan
     from unlearning.training import build_version, engine_for
 
     config = clean.config
@@ -108,6 +125,17 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], progres
     with RecordStore.open(ws) as store:
         records = [r for r in store.records("train") if r.commitment not in erased]
         plan = methods.plan(config, store.partition, records)
+        if shards is not None:
+            present = {c.id: c.manifest_root for c in clean.components}
+
+            def wanted(spec) -> bool:  # type: ignore[no-untyped-def]
+                if spec.shard is None or spec.shard in shards:
+                    return True
+                return present.get(spec.id) == Manifest.from_commitments(spec.commitments).root
+
+            kept = [spec for spec in plan.components if wanted(spec)]
+            ids = {spec.id for spec in kept}
+            plan = Plan(components=kept, aggregate=[cid for cid in plan.aggregate if cid in ids])
         engine = engine_for(config, expected_base=clean.meta["base"])
         return build_version(ws, store, clean.name, plan, engine, reuse=clean, progress=progress)
 
@@ -191,9 +219,7 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
     current = models.get(name)  # BadInput for unknown models, before anything is logged
     registry = Registry.for_workspace(ws)
     request_id = request_id or default_request_id(ws, name, subject_id, record_ids)
-    with open_ledger(ws) as ledger:
-        new_request = ledger.find(f"request/{request_id}") is None
-    if new_request:
+    if lookup_receipt(ws, request_id) is None:
         with RecordStore.open(ws) as store:
             store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects, before any effect
     if not (bundle_dir(ws, name, current.version) / ENVELOPE_FILE).exists():
@@ -209,7 +235,7 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
             result.timings["excluded_s"] = round(time.monotonic() - start, 3)
             current = excluded
         if retrain:
-            restored = restore(ws, current, [receipt], progress)
+            restored = restore(ws, current, [receipt], progress=progress)
             result.restored_version = publish(ws, registry, restored, [receipt], parent=current).version
             result.timings["restored_s"] = round(time.monotonic() - start, 3)
     result.purged_versions = purge(ws, registry, name, [receipt])
@@ -222,5 +248,5 @@ def register_trained(ws: Workspace, version: ModelVersion) -> RegisteredVersion:
     return publish(ws, Registry.for_workspace(ws), version, [])
 
 
-__all__ = ["ForgetResult", "affected_components", "exclude", "forget", "publish", "purge", "receive",
-           "register_trained", "restore"]
+__all__ = ["ForgetResult", "affected_components", "exclude", "forget", "lookup_receipt", "publish", "purge",
+           "receive", "register_trained", "restore"]
