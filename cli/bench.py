@@ -67,3 +67,45 @@ def s3t_capacity(
     for method, label in (("s3t", f"S3T (B={budget})"), ("sisa", "SISA")):
         typer.echo(f"  {label:10} {result[method + '_mean']:8.2f}  (formula {result[method + '_formula']:.2f}); "
                    f"first forced retrain after {result[method + '_first_retrain_mean']:.2f}")
+
+
+@app.command()
+def forget(
+    methods: str = typer.Option("retrain,sisa", "--methods", help="Comma-separated methods, compared in one run."),
+    users: int = typer.Option(40, "--users", min=4, help="MovieLens users whose samples are ingested."),
+    per_user: int = typer.Option(6, "--per-user", min=1, help="Most recent samples per user."),
+    base: str = typer.Option("tiny", "--base", help="Base model: tiny, smollm2-135m or a local checkpoint."),
+    shards: int = typer.Option(4, "--shards", min=1, help="Shards for sisa/apa/s3t."),
+    slices: int = typer.Option(2, "--slices", min=1, help="Slices for sisa/s3t."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Training epochs."),
+    certificate_sizes: str = typer.Option("1000,100000,1000000", "--certificate-sizes",
+                                          help="Manifest sizes for the certificate issue/verify timings."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Time to exact compliance (certified exclusion, alias moved) and to restored utility
+    (certified retrain) per method in one run, next to a full retrain; certificate issue/verify
+    time and size for manifests of growing size."""
+    from ledger.certificate_bench import run_certificate_benchmark
+    from unlearning import movielens
+    from unlearning.bench_forget import run_forget_benchmark
+    from unlearning.config import TrainConfig
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    records = movielens.build_samples(movielens.load(), per_user=per_user, max_users=users)
+    common = {"base": base, "epochs": epochs, "seed": 0, "lr": 0.01 if base == "tiny" else 1e-3}
+    configs = {m: TrainConfig(method=m, **common, **({} if m == "retrain" else {"shards": shards, "slices": slices}))
+               for m in chosen}
+    result = {"forget": run_forget_benchmark(chosen, configs, records),
+              "certificates": run_certificate_benchmark(_sizes(certificate_sizes))}
+    if as_json:
+        print_json(result)
+        return
+    for row in result["forget"]["results"]:
+        exact = row["exact_compliance_s"]
+        ratio = row["restore_vs_full_retrain"]
+        typer.echo(f"{row['method']:8} exact compliance {f'{exact:.1f} s' if exact is not None else 'n/a (no exclusion)':>24}, "
+                   f"restored utility {row['restored_utility_s'] or 0:.1f} s"
+                   + (f" ({ratio:.2f} of a full retrain)" if ratio else ""))
+    for row in result["certificates"]["results"]:
+        typer.echo(f"certificate over {row['records']:>8} records: issue {row['issue_s']:.2f} s, verify "
+                   f"{row['verify_s']:.2f} s, envelope {row['envelope_bytes']} B, leaves {row['leaves_bytes']} B")

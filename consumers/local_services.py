@@ -206,6 +206,16 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _exited(pid: int) -> bool:
+    """Whether a process we started has ended (its command line may not show the marker until
+    it has exec'd, so start-up checks go by pid)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: look it up
+        return not Path(f"/proc/{pid}").exists()
+    return done == pid
+
+
 def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -279,7 +289,7 @@ def _wait(services: list[Service], timeout_s: float) -> None:
     pending = list(services)
     while pending:
         for svc in list(pending):
-            if not svc.alive():
+            if _exited(svc.pid):
                 raise ServiceError(f"{svc.name} exited during start-up; see {svc.log}")
             if svc.reachable():
                 pending.remove(svc)

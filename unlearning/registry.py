@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -62,6 +63,7 @@ def parse_target(target: str) -> tuple[str, str | None, int | None]:
 class Registry:
     def __init__(self, tracking_uri: str) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # per-call INFO chatter
         import mlflow
         from mlflow import MlflowClient
 
