@@ -150,6 +150,8 @@ class Engine:
         examples = []
         for r in records:
             prompt, answer = self.base.encode_prompt(r.prompt), self.base.encode_answer(r.answer)
+            if not answer:
+                raise BadInput(f"record {r.record_id!r} has an empty answer")
             if len(prompt) + len(answer) > self.config.max_length:
                 raise BadInput(f"record {r.record_id!r} has {len(prompt) + len(answer)} tokens, "
                                f"more than max_length {self.config.max_length}")

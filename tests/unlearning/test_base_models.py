@@ -55,3 +55,14 @@ def test_packaged_smollm2_loads_and_scores():
         logits = base.model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
     p_yes = torch.softmax(logits[[base.yes_id, base.no_id]].float(), dim=-1)[0].item()
     assert torch.isfinite(logits).all() and 0.0 < p_yes < 1.0
+
+
+def test_local_checkpoint_directory_is_a_base(tmp_path):
+    tiny = models.load_base("tiny")
+    tiny.model.save_pretrained(tmp_path / "ckpt")
+    tiny.tokenizer.save_pretrained(tmp_path / "ckpt")
+    local = models.load_base(str(tmp_path / "ckpt"))
+    assert local.name == str(tmp_path / "ckpt")
+    assert local.descriptor["weights_sha256"] == tiny.descriptor["weights_sha256"]
+    assert local.encode_prompt("Liked: none") == tiny.encode_prompt("Liked: none")
+    assert (local.yes_id, local.no_id) == (tiny.yes_id, tiny.no_id)

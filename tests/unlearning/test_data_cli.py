@@ -73,3 +73,13 @@ def test_ingest_packaged_movielens(workspace):
     assert json.loads(run("data", "subjects", "--json").stdout) == sorted(str(u) for u in range(1, 21))
     again = run("data", "ingest", "--movielens", "--max-users", "20")
     assert again.exit_code == 2 and "already in the store" in again.stderr
+
+
+def test_cli_and_record_store_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, cli.app, unlearning.records, unlearning.model_store, unlearning.methods.sisa; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -27,7 +27,7 @@ def test_unlearning_one_record_by_resuming_equals_training_from_scratch(workspac
         store.ingest(records(subjects=12, per_subject=4))
         train = store.records("train")
         plan = methods.plan(CONFIG, store.partition, train)
-        v1 = build_version(workspace, store, "m", CONFIG, plan, Engine(load_base("tiny"), CONFIG))
+        v1 = build_version(workspace, store, "m", plan, Engine(load_base("tiny"), CONFIG))
 
         # The record to forget: one that enters training in slice 1 or later of its shard.
         entry = {}
@@ -41,9 +41,9 @@ def test_unlearning_one_record_by_resuming_equals_training_from_scratch(workspac
 
         retained = [r for r in train if r != z]
         plan_without_z = methods.plan(CONFIG, store.partition, retained)
-        unlearned = build_version(workspace, store, "m", CONFIG, plan_without_z, Engine(load_base("tiny"), CONFIG),
+        unlearned = build_version(workspace, store, "m", plan_without_z, Engine(load_base("tiny"), CONFIG),
                                   reuse=v1)
-        scratch = build_version(workspace, store, "scratch", CONFIG, plan_without_z,
+        scratch = build_version(workspace, store, "scratch", plan_without_z,
                                 Engine(load_base("tiny"), CONFIG))
 
     assert unlearned.version == 2 and unlearned.meta["parent_version"] == 1
