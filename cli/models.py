@@ -13,11 +13,14 @@ app = typer.Typer(help="Inspect trained models and their components.", no_args_i
 
 def version_summary(name: str, version: int | None = None) -> dict:
     v = ModelStore(Workspace.from_env()).get(name, version)
-    return {
+    summary = {
         "name": v.name, "version": v.version, "method": v.meta["method"], "base": v.meta["base"]["name"],
         "config_sha256": v.meta["config_sha256"], "aggregate": v.aggregate,
         "components": [c.summary() for c in v.components],
     }
+    if "s3t" in v.meta["aggregation"]:  # per shard: its slice orders and their valid prefix lengths
+        summary["s3t_orders"] = v.meta["aggregation"]["s3t"]["shards"]
+    return summary
 
 
 def print_components(summary: dict) -> None:
@@ -30,7 +33,11 @@ def print_components(summary: dict) -> None:
     for c in summary["components"]:
         table.add_row(c["id"], str(c["shard"]), str(c["slice"]), str(c["manifest_size"]), c["manifest_root"][:16],
                       c["weights_sha256"][:16], "yes" if c["id"] in summary["aggregate"] else "")
-    Console(width=140).print(table)
+    console = Console(width=140)
+    console.print(table)
+    for shard in summary.get("s3t_orders", []):
+        orders = ", ".join(f"{'-'.join(map(str, o['order']))} valid {o['valid_prefix']}" for o in shard["orders"])
+        console.print(f"shard {shard['shard']} slice orders: {orders}")
 
 
 @app.command()

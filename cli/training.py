@@ -13,6 +13,7 @@ import typer
 
 from cli.models import print_components, version_summary
 from cli.output import fail, print_json
+from ledger.errors import BadInput
 from ledger.workspace import Workspace
 from unlearning.config import TrainConfig
 from unlearning.model_store import ModelStore
@@ -36,10 +37,11 @@ def _progress() -> Iterator[object]:
 
 def train(
     name: str = typer.Argument(..., help="Model name."),
-    method: str = typer.Option("retrain", "--method", help="retrain or sisa."),
+    method: str = typer.Option("retrain", "--method", help="retrain, sisa, apa or s3t."),
     base: str = typer.Option("smollm2-135m", "--base", help="tiny, smollm2-135m or a local HF checkpoint directory."),
-    shards: int | None = typer.Option(None, "--shards", min=1, help="SISA shards S (default 4; retrain: 1)."),
-    slices: int | None = typer.Option(None, "--slices", min=1, help="SISA slices R per shard (default 4; retrain: 1)."),
+    shards: int | None = typer.Option(None, "--shards", min=1, help="Shards (default 4; retrain: 1)."),
+    slices: int | None = typer.Option(None, "--slices", min=1,
+                                      help="SISA/S3T slices per shard (default 4; retrain, apa: 1)."),
     epochs: float = typer.Option(1.0, "--epochs", help="Epochs E (fractions allowed); SISA spends the same compute."),
     seed: int = typer.Option(0, "--seed", help="Seed of LoRA init, dropout and data order."),
     lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
@@ -53,6 +55,19 @@ def train(
     max_length: int = typer.Option(1024, "--max-length", help="Longest allowed prompt + answer, in tokens."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16 (autocast)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: up to 4)."),
+    partition: str | None = typer.Option(None, "--partition",
+                                         help="APA shards: subject (keyed hash, default) or public-centroid."),
+    catalogue: str | None = typer.Option(None, "--catalogue", help="public-centroid: movielens-100k (default) or a "
+                                         "file of public item labels, one a line."),
+    merge: str | None = typer.Option(None, "--merge", help="APA merge: d (A and B averaged) or nd (sum w B A, default)."),
+    tau: float | None = typer.Option(None, "--tau", help="APA temperature of softmax(-tau * error) (default 1000)."),
+    neighbours: int | None = typer.Option(None, "--neighbours", help="APA validation neighbours per input (default 20)."),
+    layers_per_group: int | None = typer.Option(None, "--layers-per-group", help="S3T layers per LoRA group (default 1)."),
+    budget: int | None = typer.Option(None, "--budget", help="S3T slice orders per shard (default: --slices)."),
+    order_selection: str | None = typer.Option(None, "--order-selection",
+                                               help="S3T orders: cyclic (default) or bms (needs --deletion-prior)."),
+    deletion_prior: str | None = typer.Option(None, "--deletion-prior",
+                                              help="S3T bms: comma-separated deletion probability of each slice."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Train version 1 of a LoRA model on the store's training records and print its components."""
@@ -60,15 +75,21 @@ def train(
     from unlearning.models import TINY
     from unlearning.training import train_model
 
-    default_parts = 4 if method == "sisa" else 1
     if precision == "auto":
         precision = "bf16" if base != TINY and bf16_supported() else "fp32"
+    slices = slices or (4 if method in ("sisa", "s3t") else 1)
+    if method == "s3t" and budget is None:
+        budget = slices
+    given = {"partition": partition, "catalogue": catalogue, "merge": merge, "tau": tau, "neighbours": neighbours,
+             "layers_per_group": layers_per_group, "budget": budget, "order_selection": order_selection,
+             "deletion_prior": _floats(deletion_prior, "--deletion-prior")}
     config = TrainConfig(
-        method=method, base=base, shards=shards or default_parts, slices=slices or default_parts,
+        method=method, base=base, shards=shards or (1 if method == "retrain" else 4), slices=slices,
         epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()), lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size, max_length=max_length,
         precision=precision, threads=threads or min(4, os.cpu_count() or 1),
+        **{k: v for k, v in given.items() if v is not None},
     )
     with _progress() as progress:
         version = train_model(Workspace.from_env(), name, config, progress)
@@ -77,6 +98,15 @@ def train(
         print_json(summary)
     else:
         print_components(summary)
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise BadInput(f"{option} {text!r} is not a comma-separated list of numbers") from None
 
 
 def evaluate(

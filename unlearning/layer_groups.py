@@ -46,6 +46,15 @@ def require_zero_b(initial: dict[str, torch.Tensor]) -> None:
         raise BadInput("s3t needs a LoRA init with B = 0: a non-zero init is not undone by deactivating a group")
 
 
+def stage_layers(engine: Engine, group: int) -> set[int]:
+    """The layers S3T stage `group` trains, once the groups are known to fit the base model
+    and the LoRA init to have B = 0."""
+    num_layers = engine.base.model.config.num_hidden_layers
+    check_groups(num_layers, engine.config.slices, engine.config.layers_per_group)
+    require_zero_b(engine.initial_state().lora)
+    return group_layers(num_layers, group, engine.config.layers_per_group)
+
+
 @contextmanager
 def trainable_layers(engine: Engine, layers: set[int]) -> Iterator[None]:
     """Only the LoRA parameters of these transformer layers require grad (the engine's

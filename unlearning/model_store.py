@@ -1,15 +1,20 @@
 """Model versions on disk: `$ERASURE_HOME/artifacts/models/NAME/vN/`.
 
     vN/model.json                      name, version, method, config, base, environment,
-                                       aggregation (rule + components), component ids
+                                       aggregation (rule, components, APA settings or S3T
+                                       order state), partition, component ids
     vN/components/ID/
         adapter_model.safetensors      LoRA weights (peft format)
         adapter_config.json            peft LoraConfig
         training_state.safetensors     optimizer moments, RNG states (the checkpoint)
         training_state.json            optimizer/scheduler structure, step count
         manifest.leaves                sorted 32-byte commitments of every record trained on
-        component.json                 id, shard, slice, parent, manifest root+size,
-                                       weights sha256, sha256 of every other file
+        component.json                 id, kind, shard, slice, S3T layer group, parent, manifest
+                                       root+size, weights sha256, sha256 of every other file,
+                                       environment
+    vN/components/aggregator/          APA only: the validation pool and per-adapter predictions
+        aggregator.safetensors         rows (commitments), labels, embeddings, P(Yes) per adapter
+        manifest.leaves, component.json  as above; component.json names the adapters (id, sha256)
 
 A version is built in a hidden staging directory and renamed into place when complete, so
 a reader never sees half a version. Components are data: nothing here imports torch.
@@ -17,11 +22,11 @@ a reader never sees half a version. Components are data: nothing here imports to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -30,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import BadInput
 from ledger.manifest import Manifest
+from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning.config import TrainConfig
 
 if TYPE_CHECKING:
+    from unlearning.aggregation import Aggregator
     from unlearning.checkpoint import TrainingState
     from unlearning.methods import ComponentSpec
 
@@ -41,16 +48,9 @@ MODEL_JSON = "model.json"
 COMPONENT_JSON = "component.json"
 MANIFEST_FILE = "manifest.leaves"
 ADAPTER_FILE = "adapter_model.safetensors"
+AGGREGATOR_FILE = "aggregator.safetensors"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -184,22 +184,38 @@ class Draft:
     def component(self, component_id: str) -> Component:
         return Component(self.path / "components" / component_id)
 
-    def write_component(self, spec: "ComponentSpec", state: "TrainingState", lora_config: Any) -> Component:
+    def write_component(self, spec: "ComponentSpec", state: "TrainingState", lora_config: Any,
+                        environment: dict) -> Component:
         """Save a trained component: checkpoint, adapter config, manifest, then component.json."""
-        directory = self.path / "components" / spec.id
-        state.save(directory)
-        lora_config.save_pretrained(directory)
-        manifest = Manifest.from_commitments(spec.commitments)
+        state.save(self.path / "components" / spec.id)
+        lora_config.save_pretrained(self.path / "components" / spec.id)
+        return self._finish(spec.id, spec.commitments, ADAPTER_FILE, {
+            "kind": spec.kind, "shard": spec.shard, "slice": spec.slice, "group": spec.group, "parent": spec.parent,
+            "samples": spec.samples, "steps": state.step, "environment": environment,
+        })
+
+    def write_aggregator(self, component_id: str, aggregator: "Aggregator", environment: dict) -> Component:
+        """Save APA's aggregator (no training, e.g. after dropping erased rows): its pool file,
+        its rows as the manifest, and component.json naming the adapters of its prediction columns."""
+        aggregator.save(self.path / "components" / component_id)
+        return self._finish(component_id, aggregator.commitments, AGGREGATOR_FILE, {
+            "kind": "aggregator", "shard": None, "slice": None, "group": None, "parent": None, "samples": 0,
+            "steps": 0, "environment": environment, "adapters": [list(a) for a in aggregator.adapters],
+        })
+
+    def _finish(self, component_id: str, commitments: Iterable[bytes], main_file: str, fields: dict) -> Component:
+        """The manifest and component.json (written last: a component is complete once it exists).
+        `weights_sha256` is the digest of the component's main file (adapter or aggregator)."""
+        directory = self.path / "components" / component_id
+        manifest = Manifest.from_commitments(commitments)
         manifest.write(directory / MANIFEST_FILE)
         files = {p.name: file_sha256(p) for p in sorted(directory.iterdir())}
         _write_json(directory / COMPONENT_JSON, {
-            "id": spec.id, "shard": spec.shard, "slice": spec.slice, "parent": spec.parent,
-            "manifest": {"root": manifest.root.hex(), "size": manifest.size},
-            "samples": spec.samples, "steps": state.step,
-            "weights_sha256": files[ADAPTER_FILE], "files": files,
+            "id": component_id, "manifest": {"root": manifest.root.hex(), "size": manifest.size},
+            "weights_sha256": files[main_file], "files": files, **fields,
         })
-        self._components.append(spec.id)
-        return self.component(spec.id)
+        self._components.append(component_id)
+        return self.component(component_id)
 
     def reuse_component(self, component: Component) -> Component:
         """Take an unchanged component from an earlier version (hard links, same bytes)."""

@@ -101,3 +101,10 @@ def truncate(version: "ModelVersion", erased: Iterable[bytes]) -> OrderState:
             prefixes.append(hit)
         shards.append(replace(shard, valid_prefix=tuple(prefixes)))
     return replace(state, shards=tuple(shards))
+
+
+def excluded_aggregation(version: "ModelVersion", erased: Iterable[bytes]) -> dict:
+    """`model.json`'s aggregation after an exact exclusion of these commitments: the truncated
+    order state and, per shard, the stage now served (keep `state.retained_components()`)."""
+    state = truncate(version, erased)
+    return {**version.meta["aggregation"], "components": state.active_components(), "s3t": state.to_json()}

@@ -5,12 +5,16 @@ the seeded init) and is written to the draft version; with `reuse`, every compon
 inputs are unchanged (same config, same manifest, reused parent) is taken over from the
 earlier version, so the first changed component resumes from the last clean checkpoint.
 That is SISA unlearning, and it is exact: the result equals a from-scratch build.
+
+S3T stages train only their layer group (`train_component`); APA's aggregator is computed,
+not trained, and keeps every row and prediction column of the reused version that is still
+right (`unlearning.aggregation`).
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.progress import Progress
@@ -18,12 +22,15 @@ from rich.progress import Progress
 from ledger.errors import BadInput, VerificationFailed
 from ledger.log import open_ledger
 from ledger.manifest import Manifest
+from ledger.statement import file_sha256
 from ledger.workspace import Workspace
-from unlearning import methods
+from unlearning import aggregation, centroids, methods
+from unlearning.checkpoint import TrainingState
 from unlearning.config import TrainConfig
-from unlearning.engine import Engine, environment
+from unlearning.engine import Engine, Example, environment
+from unlearning.layer_groups import stage_layers, trainable_layers
 from unlearning.methods import Plan
-from unlearning.model_store import ADAPTER_FILE, ModelStore, ModelVersion, file_sha256
+from unlearning.model_store import ADAPTER_FILE, AGGREGATOR_FILE, Component, Draft, ModelStore, ModelVersion
 from unlearning.models import load_base
 from unlearning.records import Provenance, RecordStore, StoredRecord
 
@@ -44,16 +51,21 @@ def train_model(workspace: Workspace, name: str, config: TrainConfig, progress: 
     if models.versions(name):
         raise BadInput(f"model {name!r} already exists")
     with RecordStore.open(workspace) as store:
-        records = store.records("train")
-        if not records:
+        records = store.records()  # APA's aggregator pools the validation records too
+        if not any(r.split == "train" for r in records):
             raise BadInput("no training records: ingest some with `erasure data ingest`")
-        plan = methods.plan(config, store.partition, records)
-        return build_version(workspace, store, name, config, plan, engine_for(config), progress=progress)
+        engine = engine_for(config)
+        partition = (centroids.fit(engine, store.partition, config.catalogue, config.shards)
+                     if config.partition == "public-centroid" else store.partition)
+        plan = methods.plan(config, partition, records)
+        return build_version(workspace, store, name, plan, engine, progress=progress)
 
 
-def build_version(workspace: Workspace, store: RecordStore, name: str, config: TrainConfig, plan: Plan,
-                  engine: Engine, reuse: ModelVersion | None = None, progress: Progress | None = None) -> ModelVersion:
-    """Train (or reuse) every component of `plan` into the next version of `name` and log it."""
+def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Plan, engine: Engine,
+                  reuse: ModelVersion | None = None, progress: Progress | None = None) -> ModelVersion:
+    """Train (or reuse) every component of `plan` with the engine's config into the next version
+    of `name`, record provenance and log it."""
+    config, env = engine.config, environment(engine.config)
     if reuse is not None and (reuse.meta["config_sha256"] != config.sha256()
                               or reuse.meta["base"] != engine.base.descriptor):
         raise BadInput(f"cannot reuse {reuse.name} v{reuse.version}: trained with another config or base")
@@ -63,14 +75,18 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, config: T
     reused: set[str] = set()
     with ModelStore(workspace).draft(name) as draft:
         for spec in plan.components:
-            old = _reusable(reuse, spec, reused)
+            if spec.kind == "aggregator":
+                if _build_aggregator(engine, draft, plan, spec, reuse, env, progress):
+                    trained.append(spec.id)
+                continue
+            old = _reusable(reuse, spec, reused, env)
             if old is not None:
                 draft.reuse_component(old)
                 reused.add(spec.id)
                 continue
             state = engine.initial_state() if spec.parent is None else draft.component(spec.parent).training_state()
-            state = engine.train(state, [examples[r.record_id] for r in spec.records], spec.samples, spec.id, progress)
-            draft.write_component(spec, state, engine.lora_config)
+            state = train_component(engine, spec, state, [examples[r.record_id] for r in spec.records], progress)
+            draft.write_component(spec, state, engine.lora_config, env)
             trained.append(spec.id)
         store.add_provenance(_provenance(plan, name, draft.version))
         version = draft.commit({
@@ -78,23 +94,53 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, config: T
             "config": config.to_dict(),
             "config_sha256": config.sha256(),
             "base": engine.base.descriptor,
-            "environment": environment(config),
-            "aggregation": {"rule": "mean_p_yes", "components": plan.aggregate},
+            "environment": env,
+            "aggregation": {"rule": plan.rule, "components": plan.aggregate, **plan.details},
+            "partition": plan.partition,
             "parent_version": reuse.version if reuse else None,
         })
     _log(workspace, version, trained)
     return version
 
 
-def _reusable(reuse: ModelVersion | None, spec: methods.ComponentSpec, reused: set[str]):
+def train_component(engine: Engine, spec: methods.ComponentSpec, state: TrainingState, examples: list[Example],
+                    progress: Progress | None = None) -> TrainingState:
+    """Train one planned component from its starting state (the seeded init or its parent's
+    checkpoint). An S3T stage trains only its layer group, with a fresh optimizer: the
+    parent's moments belong to another group's parameters."""
+    if spec.group is None:
+        return engine.train(state, examples, spec.samples, spec.id, progress)
+    with trainable_layers(engine, stage_layers(engine, spec.group)):
+        return engine.train(replace(state, optimizer=None, scheduler=None), examples, spec.samples, spec.id, progress)
+
+
+def _build_aggregator(engine: Engine, draft: Draft, plan: Plan, spec: methods.ComponentSpec,
+                      reuse: ModelVersion | None, env: dict, progress: Progress | None) -> bool:
+    """APA's aggregator for the plan's pool and the draft's adapters, keeping the rows and
+    prediction columns of `reuse`'s aggregator that are still right. True if anything changed."""
+    adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter()) for cid in plan.aggregate]
+    previous = None
+    if reuse is not None and spec.id in reuse.meta["components"]:
+        previous = aggregation.Aggregator.load(reuse.component(spec.id).path)
+    aggregator = aggregation.build(engine, spec.records, adapters, previous, progress)
+    if (previous is not None and (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters)
+            and reuse.component(spec.id).meta["environment"] == env):
+        draft.reuse_component(reuse.component(spec.id))
+        return False
+    draft.write_aggregator(spec.id, aggregator, env)
+    return True
+
+
+def _reusable(reuse: ModelVersion | None, spec: methods.ComponentSpec, reused: set[str],
+              env: dict) -> Component | None:
+    """The earlier version's component if it was trained on exactly this spec's inputs, here."""
     if reuse is None or spec.id not in reuse.meta["components"]:
         return None
     if spec.parent is not None and spec.parent not in reused:
         return None
     old = reuse.component(spec.id)
-    if old.meta["samples"] != spec.samples or old.manifest_root != Manifest.from_commitments(spec.commitments).root:
-        return None
-    return old
+    same_data = old.manifest_root == Manifest.from_commitments(spec.commitments).root
+    return old if same_data and old.meta["samples"] == spec.samples and old.meta["environment"] == env else None
 
 
 def _provenance(plan: Plan, name: str, version: int) -> list[Provenance]:
@@ -104,9 +150,15 @@ def _provenance(plan: Plan, name: str, version: int) -> list[Provenance]:
         inherited = seen.get(spec.parent, set())
         for record in spec.records:
             if record.record_id not in inherited:
-                rows.append(Provenance(record.commitment, name, version, spec.id, spec.shard, spec.slice, record.split))
+                rows.append(Provenance(record.commitment, name, version, spec.id, _stored_position(spec.shard),
+                                       _stored_position(spec.slice), record.split))
         seen[spec.id] = {r.record_id for r in spec.records}
     return rows
+
+
+def _stored_position(position: int | None) -> int:
+    """Provenance rows hold integers: -1 for a component without shard or slice (APA's aggregator)."""
+    return -1 if position is None else position
 
 
 def _log(workspace: Workspace, version: ModelVersion, trained: list[str]) -> None:
@@ -152,13 +204,19 @@ def replay_component(workspace: Workspace, version: ModelVersion, component_id: 
     manifest = component.manifest()
     with RecordStore.open(workspace) as store:
         retained: list[StoredRecord] = [r for r in store.records() if manifest.contains(r.commitment)]
-        plan = methods.plan(version.config, store.partition, retained)
+        plan = methods.plan(version.config, centroids.version_partition(version.meta, store.partition), retained)
     engine = engine_for(version.config, expected_base=version.meta["base"])
-    examples = {e.record_id: e for e in engine.encode(retained)}
-    state = engine.initial_state()
-    for spec in plan.lineage(component_id):
-        state = engine.train(state, [examples[r.record_id] for r in spec.records], spec.samples, spec.id, progress)
     with tempfile.TemporaryDirectory() as tmp:
-        state.save(Path(tmp))
-        replayed = file_sha256(Path(tmp) / ADAPTER_FILE)
+        if component.meta.get("kind") == "aggregator":  # recomputed from the version's own adapters
+            adapters = [(cid, version.component(cid).weights_sha256, version.component(cid).adapter())
+                        for cid in version.aggregate]
+            aggregation.build(engine, plan.component(component_id).records, adapters, progress=progress).save(Path(tmp))
+            replayed = file_sha256(Path(tmp) / AGGREGATOR_FILE)
+        else:
+            examples = {e.record_id: e for e in engine.encode(retained)}
+            state = engine.initial_state()
+            for spec in plan.lineage(component_id):
+                state = train_component(engine, spec, state, [examples[r.record_id] for r in spec.records], progress)
+            state.save(Path(tmp))
+            replayed = file_sha256(Path(tmp) / ADAPTER_FILE)
     return Replay(component_id, component.weights_sha256, replayed, manifest.size, manifest.size - len(retained))

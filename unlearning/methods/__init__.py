@@ -20,8 +20,8 @@ from unlearning.records import StoredRecord
 @dataclass(frozen=True)
 class ComponentSpec:
     id: str
-    shard: int
-    slice: int
+    shard: int | None  # None: not a shard's (APA's aggregator pools validation subjects)
+    slice: int | None
     parent: str | None  # the component whose final training state this one starts from
     records: tuple[StoredRecord, ...]  # everything trained on, including through the parent
     samples: int  # examples this component's own training processes (its data order: HMAC(seed, id/pass || record id))

@@ -24,7 +24,6 @@ from unlearning.partition import Partition, by_shard
 from unlearning.records import StoredRecord
 
 AGGREGATOR = "aggregator"
-NO_SHARD = -1  # the aggregator's shard and slice: it pools validation subjects, not a shard
 
 
 def _shards(config: TrainConfig, partition: Partition | ItemCentroidPartition,
@@ -46,8 +45,9 @@ def plan(config: TrainConfig, partition: Partition | ItemCentroidPartition, reco
                       samples=samples_for(config.epochs_fraction, len(shard_records)))
         for shard, shard_records in enumerate(_shards(config, partition, train))
     ]
-    pool = ComponentSpec(id=AGGREGATOR, shard=NO_SHARD, slice=NO_SHARD, parent=None,
-                         records=tuple(r for r in records if r.split == "valid"), samples=0, kind="aggregator")
+    pool = ComponentSpec(id=AGGREGATOR, shard=None, slice=None, parent=None,
+                         records=tuple(r for r in records if r.split == "valid" and r.answer in ("Yes", "No")),
+                         samples=0, kind="aggregator")  # labelled validation samples only: errors need a label
     centroids = {"partition": partition.to_json()} if isinstance(partition, ItemCentroidPartition) else {}
     return Plan(
         components=[*adapters, pool],
