@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.certificate import ENVELOPE_FILE
-from ledger.errors import VerificationFailed
-from ledger.log import open_ledger
+from ledger.errors import BadInput, VerificationFailed
+from ledger.log import Ledger, open_ledger
 from ledger.manifest import Manifest
 from ledger.workspace import Workspace
 from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
@@ -46,32 +46,66 @@ def lookup_receipt(ws: Workspace, request_id: str) -> Receipt | None:
     """The receipt of an already logged request."""
     with open_ledger(ws) as ledger:
         index = ledger.find(f"request/{request_id}")
-        if index is None:
-            return None
-        entry = json.loads(ledger.entry(index))
-    return Receipt(request_id, tuple(entry["commitments"]), index)
+        return None if index is None else _receipt(ledger, request_id, index)
+
+
+def _receipt(ledger: Ledger, request_id: str, index: int) -> Receipt:
+    return Receipt(request_id, tuple(json.loads(ledger.entry(index))["commitments"]), index)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One erasure request as `receive_many` takes it (no Kafka types: the planner converts)."""
+
+    request_id: str
+    subject_id: str
+    record_ids: tuple[str, ...] | None = None
+    model: str | None = None
+    source: dict | None = None
 
 
 def receive(ws: Workspace, request_id: str, subject_id: str, record_ids: list[str] | None = None,
             model: str | None = None, source: dict | None = None) -> Receipt:
     """Log the request with its commitments, then crypto-shred the records (idempotent)."""
-    known = lookup_receipt(ws, request_id)
-    if known is not None:
-        return known
-    with open_ledger(ws) as ledger:
-        with RecordStore.open(ws) as store:
-            commitments = store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects
-            index = ledger.append("request_received", {
-                "request_id": request_id, "kind": "erase_records" if record_ids else "erase_subject",
-                "subject_tag": subject_tag(ws, subject_id), "model": model,
-                "commitments": [c.hex() for c in commitments], "source": source or {"via": "cli"},
-            }, natural_key=f"request/{request_id}")
-            # the ledger holds the commitments now: the records themselves can go
-            if record_ids:
-                store.erase_records(subject_id, record_ids)
-            else:
-                store.erase_subject(subject_id)
-    return Receipt(request_id, tuple(c.hex() for c in commitments), index)
+    result = receive_many(ws, [Request(request_id, subject_id, tuple(record_ids) if record_ids else None,
+                                       model, source)])[0]
+    if isinstance(result, BadInput):
+        raise result
+    return result
+
+
+def receive_many(ws: Workspace, requests: list[Request]) -> list[Receipt | BadInput]:
+    """`receive` for a batch, in one ledger and one record-store transaction; per request its
+    receipt, or BadInput (e.g. unknown subject) with nothing logged for it.
+
+    A request logged before is not logged again, but its records are shredded again: a crash
+    between the two transactions must not leave them readable.
+    """
+    results: dict[str, Receipt | BadInput] = {}
+    with open_ledger(ws) as ledger, RecordStore.open(ws) as store:
+        new: dict[str, tuple[Request, list[bytes]]] = {}
+        for req in requests:
+            if req.request_id in results or req.request_id in new:
+                continue
+            index = ledger.find(f"request/{req.request_id}")
+            if index is not None:
+                results[req.request_id] = _receipt(ledger, req.request_id, index)
+                continue
+            try:
+                new[req.request_id] = (req, store.commitments_of(req.subject_id, req.record_ids))
+            except BadInput as err:
+                results[req.request_id] = err
+        indices = ledger.append_many([("request_received", {
+            "request_id": req.request_id, "kind": "erase_records" if req.record_ids else "erase_subject",
+            "subject_tag": subject_tag(ws, req.subject_id), "model": req.model,
+            "commitments": [c.hex() for c in commitments], "source": req.source or {"via": "cli"},
+        }, f"request/{req.request_id}") for req, commitments in new.values()])
+        for (req, commitments), index in zip(new.values(), indices):
+            results[req.request_id] = Receipt(req.request_id, tuple(c.hex() for c in commitments), index)
+        # the ledger holds the commitments now: the records themselves can go
+        store.erase_commitments(bytes.fromhex(c) for r in results.values() if isinstance(r, Receipt)
+                                for c in r.commitments)
+    return [results[req.request_id] for req in requests]
 
 
 def _erased(receipts: list[Receipt]) -> set[bytes]:
@@ -83,10 +117,15 @@ def affected_components(version: ModelVersion, receipts: list[Receipt]) -> set[s
     return {c.id for c in version.components if any(c.manifest().contains(e) for e in erased)}
 
 
-def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt]) -> ModelVersion | None:
-    """An exact version without the affected components, or None when nothing servable remains."""
+def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attest: bool = False) -> ModelVersion | None:
+    """An exact version without the affected components, or None when nothing servable remains.
+
+    Nothing affected gives None too, unless `attest`: then the new version keeps every
+    component, so that its certificate names the requests (the pipeline certifies every request
+    within seconds, also when an earlier exclusion already removed its shard).
+    """
     affected = affected_components(version, receipts)
-    if not affected:
+    if not affected and not attest:
         return None
     aggregate = [cid for cid in version.aggregate if cid not in affected]
     if not aggregate:
@@ -178,8 +217,12 @@ def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: 
     return registry.get(registered.name, registered.version)
 
 
-def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt]) -> list[int]:
-    """Delete every local and registered version of `name` whose components saw an erased record."""
+def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt], local: bool = True) -> list[int]:
+    """Delete every local and registered version of `name` whose components saw an erased record.
+
+    With `local=False` only the registered copies go (aliases, artifacts): the local versions
+    stay as the starting point of a retrain when no exclusion version could be built.
+    """
     models = ModelStore(ws)
     request_ids = [r.request_id for r in receipts]
     dirty = [v for v in (models.get(name, n) for n in models.versions(name)) if affected_components(v, receipts)]
@@ -187,6 +230,8 @@ def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt])
     for registered in registry.versions(name):
         if registered.local_version in dirty_numbers:
             registry.purge(ws, registered, request_ids)
+    if not local:
+        return sorted(dirty_numbers)
     with open_ledger(ws) as ledger:
         for v in dirty:
             shutil.rmtree(bundle_dir(ws, name, v.version), ignore_errors=True)
@@ -248,5 +293,5 @@ def register_trained(ws: Workspace, version: ModelVersion) -> RegisteredVersion:
     return publish(ws, Registry.for_workspace(ws), version, [])
 
 
-__all__ = ["ForgetResult", "affected_components", "exclude", "forget", "lookup_receipt", "publish", "purge",
-           "receive", "register_trained", "restore"]
+__all__ = ["ForgetResult", "Request", "affected_components", "exclude", "forget", "lookup_receipt", "publish",
+           "purge", "receive", "receive_many", "register_trained", "restore"]

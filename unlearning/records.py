@@ -271,6 +271,18 @@ class RecordStore:
                 self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,))
         return commitments
 
+    def erase_commitments(self, commitments: Iterable[bytes]) -> None:
+        """Delete the rows with these commitments, and the key of every subject left without rows,
+        in one transaction (a batch of erasures costs one commit). Idempotent: absent rows are skipped."""
+        with self._transaction():
+            subjects = set()
+            for c in commitments:
+                subjects.update(s for (s,) in self._db.execute(
+                    "DELETE FROM records WHERE commitment = ? RETURNING subject_id", (c,)))
+            self._db.executemany(
+                "DELETE FROM keys.subject_keys WHERE subject_id = ? "
+                "AND NOT EXISTS (SELECT 1 FROM records WHERE subject_id = ?)", [(s, s) for s in subjects])
+
     def add_provenance(self, rows: Iterable[Provenance]) -> None:
         with self._transaction():
             self._db.executemany(
