@@ -31,7 +31,8 @@ def print_components(summary: dict) -> None:
     for column in ("component", "shard", "slice", "records", "manifest root", "weights sha256", "aggregated"):
         table.add_column(column)
     for c in summary["components"]:
-        table.add_row(c["id"], str(c["shard"]), str(c["slice"]), str(c["manifest_size"]), c["manifest_root"][:16],
+        shard, slice_ = ("" if x is None else str(x) for x in (c["shard"], c["slice"]))  # None: APA's aggregator
+        table.add_row(c["id"], shard, slice_, str(c["manifest_size"]), c["manifest_root"][:16],
                       c["weights_sha256"][:16], "yes" if c["id"] in summary["aggregate"] else "")
     console = Console(width=140)
     console.print(table)

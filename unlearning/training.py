@@ -119,13 +119,11 @@ def _build_aggregator(engine: Engine, draft: Draft, plan: Plan, spec: methods.Co
     """APA's aggregator for the plan's pool and the draft's adapters, keeping the rows and
     prediction columns of `reuse`'s aggregator that are still right. True if anything changed."""
     adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter()) for cid in plan.aggregate]
-    previous = None
-    if reuse is not None and spec.id in reuse.meta["components"]:
-        previous = aggregation.Aggregator.load(reuse.component(spec.id).path)
+    old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta["components"] else None
+    previous = aggregation.Aggregator.load(old.path) if old and old.meta["environment"] == env else None
     aggregator = aggregation.build(engine, spec.records, adapters, previous, progress)
-    if (previous is not None and (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters)
-            and reuse.component(spec.id).meta["environment"] == env):
-        draft.reuse_component(reuse.component(spec.id))
+    if previous is not None and (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters):
+        draft.reuse_component(old)
         return False
     draft.write_aggregator(spec.id, aggregator, env)
     return True
