@@ -17,7 +17,7 @@ from unlearning.engine import Engine
 from unlearning.layer_groups import active_weights, group_layers, layer_of, require_zero_b, trainable_layers
 from unlearning.models import load_base
 from unlearning.records import RecordStore
-from unlearning.s3t_orders import order_state, stage_id, truncate
+from unlearning.s3t_orders import excluded_aggregation, order_state, stage_id, truncate
 from unlearning.training import build_version
 
 # The tiny base has 2 layers: 2 slices x 1 layer per group, both cyclic orders.
@@ -78,6 +78,8 @@ def test_deletion_deactivates_to_the_stored_stage_bit_for_bit(trained):
     assert state.shards[0].valid_prefix == (1, 0)  # order 0 keeps stage 0; order 1 is exhausted
     assert state.active_components() == [stage_id(0, 0, 0)] and state.exhausted_shards() == []
     assert order_state(version.meta).shards[0].valid_prefix == (2, 2)  # the version itself is unchanged
+    excluded = excluded_aggregation(version, [z.commitment])  # model.json's aggregation for the exclusion version
+    assert excluded["components"] == [stage_id(0, 0, 0)] and excluded["s3t"] == state.to_json()
     kept = set(state.retained_components())
     for component in version.components:  # exactly the stages that never saw z are kept
         assert (component.id in kept) == (not component.manifest().contains(z.commitment)), component.id
