@@ -91,13 +91,31 @@ def train(
         precision=precision, threads=threads or min(4, os.cpu_count() or 1),
         **{k: v for k, v in given.items() if v is not None},
     )
+    ws = Workspace.from_env()
     with _progress() as progress:
-        version = train_model(Workspace.from_env(), name, config, progress)
+        version = train_model(ws, name, config, progress)
     summary = version_summary(version.name, version.version)
+    summary["registered"] = _register(ws, version)
     if as_json:
         print_json(summary)
     else:
         print_components(summary)
+
+
+def _register(ws: Workspace, version) -> dict | None:  # type: ignore[no-untyped-def]
+    """Certify and register the new version when keys and a registry are at hand; say why not otherwise."""
+    from unlearning.forget import register_trained, registry_unready
+
+    reason = registry_unready(ws)
+    if reason is not None:
+        typer.echo(f"note: v{version.version} is not certified or registered yet ({reason}); "
+                   "`erasure forget` certifies it before its first erasure", err=True)
+        return None
+    registered = register_trained(ws, version)
+    typer.echo(f"certified and registered as models:/{version.name}/{registered.version} "
+               f"(alias {', '.join(registered.aliases) or '-'})", err=True)
+    return {"version": registered.version, "status": registered.status, "aliases": list(registered.aliases),
+            "certificate_sha256": registered.certificate_sha256}
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:

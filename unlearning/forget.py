@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.certificate import ENVELOPE_FILE
-from ledger.errors import BadInput, VerificationFailed
+from ledger.errors import BadInput, ServiceError, VerificationFailed
 from ledger.log import Ledger, open_ledger
 from ledger.manifest import Manifest
 from ledger.workspace import Workspace
@@ -293,5 +293,19 @@ def register_trained(ws: Workspace, version: ModelVersion) -> RegisteredVersion:
     return publish(ws, Registry.for_workspace(ws), version, [])
 
 
-__all__ = ["ForgetResult", "Request", "affected_components", "exclude", "forget", "lookup_receipt", "publish",
+def registry_unready(ws: Workspace) -> str | None:
+    """Why a new version cannot be certified and registered right now, if it cannot."""
+    from ledger.keys import private_key_path
+
+    missing = [role for role in ("ledger", "certifier") if not private_key_path(ws.key_dir, role).exists()]
+    if missing:
+        return f"no {' and '.join(missing)} key: run `erasure keys init`"
+    try:
+        ws.mlflow_uri()
+    except ServiceError as err:
+        return str(err)
+    return None
+
+
+__all__ = ["ForgetResult", "Request", "affected_components", "exclude", "forget", "lookup_receipt", "publish", "registry_unready",
            "purge", "receive", "receive_many", "register_trained", "restore"]

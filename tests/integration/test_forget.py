@@ -34,12 +34,10 @@ def trained(workspace: Workspace, records, write_jsonl, mlflow_uri: str, monkeyp
     assert run("data", "ingest", str(write_jsonl(records(subjects=16, per_subject=3)))).exit_code == 0
     assert run("keys", "init").exit_code == 0
     name = f"rec-{uuid.uuid4().hex[:8]}"
-    result = run("train", name, "--method", "sisa", "--shards", "2", "--slices", "2", *TINY)
+    result = run("train", name, "--method", "sisa", "--shards", "2", "--slices", "2", *TINY, "--json")
     assert result.exit_code == 0, result.output
-    from unlearning.forget import register_trained
-
-    first = register_trained(workspace, ModelStore(workspace).get(name, 1))
-    assert first.status == "certified" and "certified" in first.aliases
+    registered = json.loads(result.stdout)["registered"]  # train certifies and registers version 1
+    assert registered["status"] == "certified" and registered["aliases"] == ["certified"]
     return name
 
 
