@@ -6,11 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cli.output import not_yet, print_json
+from cli.output import fail, print_json
 from ledger.workspace import Workspace
-
-# Stubs accept any arguments so scripts written against the final interface already run.
-_ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 request_app = typer.Typer(help="Produce erasure requests to Kafka (topic erasure.requests).", no_args_is_help=True)
 
@@ -78,17 +75,77 @@ def schema(out: Path = typer.Option(None, "--out", help="Write one <schema>.json
     typer.echo(f"wrote {len(schemas)} schemas to {out}")
 
 
-def serve() -> None:
-    """Run the planner and executor consumers."""
-    not_yet("erasure serve")
+def serve(
+    role: str = typer.Option("all", "--role", help="planner, executor or all."),
+    window: float = typer.Option(2.0, "--window", min=0.0, help="Executor: seconds to coalesce jobs of one shard."),
+    prefix: str = typer.Option("", "--prefix", help="Prefix of topic and consumer-group names (e.g. 'staging.')."),
+    instance: str = typer.Option(None, "--instance", help="This process's name in groups, transactions and the "
+                                 "ledger (default: host-pid); keep it across restarts."),
+) -> None:
+    """Run the planner and/or an executor until SIGINT/SIGTERM (a second signal stops at once).
+
+    On the first signal the unit of work in flight finishes and commits; everything else is
+    handed back uncommitted to the group. One log line per handled message on stderr.
+    """
+    import logging
+    import os
+    import signal
+
+    from consumers.serve import ROLES, Service, default_instance
+    from consumers.topics import Topics
+
+    if role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance()).start()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if service.stopping:
+            logging.getLogger("erasure.serve").warning("stopping now: work in flight is redone after a restart")
+            os._exit(130)
+        logging.getLogger("erasure.serve").info("stopping: finishing the work in flight")
+        service.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not service.wait(0.5):
+        pass
+    if service.errors:
+        fail(str(service.errors[0]))
 
 
-def status(request_id: str = typer.Argument(..., help="Request id.")) -> None:
-    """Show where an erasure request stands."""
-    not_yet("erasure status")
+def status(
+    request_id: str = typer.Argument(..., help="Request id."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Where an erasure request stands: stage, timestamps, deadline, versions and certificates."""
+    from consumers.status import request_status
+
+    report = request_status(Workspace.from_env(), request_id)
+    if json_out:
+        print_json(report)
+        return
+    typer.echo(f"{report['request_id']}: {report['stage']}" + (f" ({report['reason']})" if report["reason"] else ""))
+    for stage, at in report["stages"].items():
+        if at:
+            typer.echo(f"  {stage:9} {at}")
+    if report["deadline"]:
+        left = report["time_left_s"]
+        met = {True: "met", False: "missed", None: ""}[report["deadline_met"]]
+        typer.echo(f"  deadline  {report['deadline']}" + (f" ({left:.0f} s left)" if left is not None else f" ({met})"))
+    for model, info in report["models"].items():
+        typer.echo(f"  model {model}, shards {info['shards']}")
+        if info["excluded"]:
+            e = info["excluded"]
+            typer.echo(f"    excluded  {e['excluded_at']}, certified {e['certified_at']}: "
+                       f"models:/{model}/{e['version']} sha256:{e['certificate_sha256']}")
+        for shard, r in info["restored"].items():
+            typer.echo(f"    shard {shard}  " + (f"restored {r['at']}: models:/{model}/{r['version']} "
+                                                  f"sha256:{r['certificate_sha256']}" if r else "retrain pending"))
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(request_app, name="request")
-    app.command(context_settings=_ANY_ARGS)(serve)
-    app.command(context_settings=_ANY_ARGS)(status)
+    app.command()(serve)
+    app.command()(status)

@@ -1,20 +1,58 @@
-"""The Kafka topics of design §8 and their idempotent creation."""
+"""The Kafka topics and consumer groups of design §8, and the topics' idempotent creation."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 REQUESTS = "erasure.requests"
 JOBS = "erasure.jobs"
 EVENTS = "erasure.events"
 DLQ = "erasure.requests.dlq"
+PLANNER_GROUP = "erasure-planner"
+EXECUTOR_GROUP = "erasure-executors"
 
 # Jobs are keyed by model/shard: more partitions let more executors share the shards.
 PARTITIONS = {REQUESTS: 3, JOBS: 8, EVENTS: 1, DLQ: 1}
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int] | None = None, timeout_s: float = 30.0) -> list[str]:
+@dataclass(frozen=True)
+class Topics:
+    """The pipeline's topic and group names; a prefix keeps several pipelines (tests, benchmarks)
+    apart on one broker."""
+
+    prefix: str = ""
+
+    @property
+    def requests(self) -> str:
+        return self.prefix + REQUESTS
+
+    @property
+    def jobs(self) -> str:
+        return self.prefix + JOBS
+
+    @property
+    def events(self) -> str:
+        return self.prefix + EVENTS
+
+    @property
+    def dlq(self) -> str:
+        return self.prefix + DLQ
+
+    @property
+    def planner_group(self) -> str:
+        return self.prefix + PLANNER_GROUP
+
+    @property
+    def executor_group(self) -> str:
+        return self.prefix + EXECUTOR_GROUP
+
+
+def ensure_topics(bootstrap: str, topics: Topics = Topics(), partitions: dict[str, int] | None = None,
+                  timeout_s: float = 30.0) -> list[str]:
     """Create the missing topics and wait until the broker lists them all.
 
-    Returns the names this call created (none on a second call).
+    `partitions` overrides counts by design name (e.g. {JOBS: 2}). Returns the names this call
+    created (none on a second call).
     """
     import time
 
@@ -23,7 +61,7 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int] | None = None, time
 
     from ledger.errors import ServiceError
 
-    wanted = {**PARTITIONS, **(partitions or {})}
+    wanted = {topics.prefix + name: count for name, count in {**PARTITIONS, **(partitions or {})}.items()}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         missing = [name for name in wanted if name not in set(admin.list_topics())]

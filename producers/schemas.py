@@ -91,11 +91,13 @@ class OutcomeEvent(_Message):
     request_id: NonEmpty
     status: Status
     model: str | None = None
-    version: int | None = None
+    version: int | None = Field(None, description="Registry version: models:/MODEL/VERSION.")
+    shards: list[int] | None = Field(None, description="The model's shards that held the records.")
     certificate_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     reason: str | None = None
     at: Timestamp = Field(default_factory=utcnow)
     requested_at: Timestamp | None = None
+    deadline: Timestamp | None = None
 
 
 SCHEMAS: dict[str, type[_Message]] = {REQUEST_SCHEMA: ErasureRequest, JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent}

@@ -1,0 +1,113 @@
+"""`erasure serve`: the planner and/or an executor in one process, each a consumer loop in its
+own thread, with a transactional producer per loop.
+
+Stopping: `stop()` lets each loop finish the unit in flight (commit it) and hand everything
+else back uncommitted, then leave the group so other members take over its partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from consumers.executor import Executor
+from consumers.loop import ConsumerLoop
+from consumers.planner import Planner
+from consumers.topics import Topics, ensure_topics
+from consumers.versions import Context
+from ledger.errors import ServiceError
+from ledger.workspace import Workspace
+
+ROLES = ("planner", "executor", "all")
+SESSION_TIMEOUT_MS = 10_000  # a killed member's partitions move on after this
+TRANSACTION_TIMEOUT_MS = 20_000  # a killed member's open transaction is aborted after this
+
+log = logging.getLogger("erasure.serve")
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Service:
+    ws: Workspace
+    role: str = "all"
+    topics: Topics = Topics()
+    window_s: float = 2.0
+    instance: str = field(default_factory=default_instance)
+    bootstrap: str | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loops: list[ConsumerLoop] = []
+
+    def start(self) -> "Service":
+        from kafka.errors import KafkaError
+
+        bootstrap = self.bootstrap or self.ws.kafka_bootstrap()
+        try:
+            ensure_topics(bootstrap, self.topics)
+            self._loops = self._make_loops(bootstrap)
+        except KafkaError as err:
+            raise ServiceError(f"cannot start the pipeline on Kafka at {bootstrap}: {err}") from None
+        for loop in self._loops:
+            thread = threading.Thread(target=self._run, args=(loop,), name=loop.handler.name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("serving %s as %s (topics %s*)", self.role, self.instance, self.topics.prefix or "erasure.")
+        return self
+
+    def _make_loops(self, bootstrap: str) -> list[ConsumerLoop]:
+        ctx = Context(self.ws, self.instance)
+        wanted = []
+        if self.role in ("planner", "all"):
+            wanted.append((Planner(ctx, self.topics), self.topics.requests, self.topics.planner_group, 2000))
+        if self.role in ("executor", "all"):
+            wanted.append((Executor(ctx, self.topics, self.window_s), self.topics.jobs, self.topics.executor_group, 100))
+        return [self._loop(bootstrap, handler, topic, group, max_records) for handler, topic, group, max_records in wanted]
+
+    def _loop(self, bootstrap: str, handler, topic: str, group: str, max_records: int) -> ConsumerLoop:  # type: ignore[no-untyped-def]
+        from kafka import KafkaConsumer, KafkaProducer
+
+        client = f"{self.instance}-{handler.name}"
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=client,
+                                 enable_auto_commit=False, auto_offset_reset="earliest",
+                                 isolation_level="read_committed", max_poll_records=max_records,
+                                 session_timeout_ms=SESSION_TIMEOUT_MS)
+        # one transactional id per consumer instance: offsets and outputs commit together
+        producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client, transactional_id=f"{group}/{client}",
+                                 enable_idempotence=True, acks="all", linger_ms=5,
+                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+        producer.init_transactions()
+        return ConsumerLoop(handler, consumer, producer, topic)
+
+    def _run(self, loop: ConsumerLoop) -> None:
+        try:
+            loop.run(self._stop)
+        except BaseException as err:  # noqa: BLE001 - reported by wait(); the other loops stop too
+            log.error("%s stopped: %s", loop.handler.name, err)
+            self.errors.append(err)
+            self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every loop has stopped (True) or `timeout` passed (False)."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+    def assignment(self) -> dict[str, frozenset]:
+        """Role -> the partitions its consumer owns now."""
+        return {loop.handler.name: loop.assigned for loop in self._loops}
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()

@@ -1,0 +1,323 @@
+"""The event pipeline against the real broker and MLflow server: planner and executors.
+
+One SISA model (3 shards x 2 slices, tiny base) is trained for the module; each test erases
+fresh subjects of it, through its own topics and consumer groups (a prefix per test), so the
+tests share the training but not their messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2
+from typer.testing import CliRunner
+
+from cli.app import app
+from consumers.serve import Service
+from consumers.topics import JOBS, Topics, ensure_topics
+from ledger.log import open_ledger
+from ledger.workspace import Workspace
+from producers.producer import RequestProducer
+from producers.schemas import ErasureRequest, OutcomeEvent, parse
+from tests.conftest import make_records
+from unlearning.certify import bundle_dir, certified_predicate
+from unlearning.forget import register_trained
+from unlearning.model_store import ModelStore
+from unlearning.records import RecordStore
+from unlearning.registry import Registry
+
+pytestmark = pytest.mark.services
+runner = CliRunner()
+SHARDS = 3
+TIMEOUT_S = 120.0  # generous: the machine is shared; every wait polls and returns as soon as it can
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow_uri: str) -> Iterator[tuple[Workspace, str]]:
+    """A workspace with a certified SISA model; its name puts shards 0 and 1 on different
+    partitions of a 2-partition jobs topic (for the test with two executors)."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("pipeline")
+        mp.setenv("ERASURE_HOME", str(home / "home"))
+        mp.delenv("ERASURE_KEY_DIR", raising=False)
+        mp.setenv("ERASURE_KAFKA", kafka_bootstrap)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+        ws = Workspace.from_env()
+        ws.key_dir.mkdir(parents=True)
+        (ws.key_dir / "partition.key").write_bytes(b"fixed partition key for tests..!")
+        records = home / "records.jsonl"
+        records.write_text("".join(json.dumps(r.__dict__) + "\n" for r in make_records(subjects=30, per_subject=3)))
+        assert runner.invoke(app, ["data", "ingest", str(records)]).exit_code == 0
+        assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+        name = next(n for n in (f"pipe-{uuid.uuid4().hex[:8]}" for _ in range(64))
+                    if _partition(f"{n}/0", 2) != _partition(f"{n}/1", 2))
+        trained = runner.invoke(app, ["train", name, "--method", "sisa", "--shards", str(SHARDS), "--slices", "2",
+                                      "--base", "tiny", "--lr", "0.01", "--batch-size", "4", "--epochs", "2",
+                                      "--seed", "3"])
+        assert trained.exit_code == 0, trained.output
+        register_trained(ws, ModelStore(ws).get(name, 1))
+        yield ws, name
+
+
+def _partition(key: str, partitions: int) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    topics = Topics(f"t{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka_bootstrap, topics, partitions={JOBS: 2})
+    return topics
+
+
+def victims(ws: Workspace, name: str, shard: int, count: int = 1) -> list[str]:
+    """Subjects still in the record store whose records trained `shard`, first slice first (so
+    their retrain is the whole shard)."""
+    rows: dict[str, int] = {}
+    with RecordStore.open(ws) as store:
+        for record in store.records("train"):
+            for p in store.provenance([record.commitment]):
+                if p.model == name and p.version == 1 and p.shard == shard:
+                    rows[record.subject_id] = min(rows.get(record.subject_id, 9), p.slice)
+    return sorted(rows, key=lambda s: (rows[s], s))[:count]
+
+
+def request(subject: str, name: str, **fields: object) -> ErasureRequest:
+    return ErasureRequest(kind="erase_subject", subject_id=subject, model=name,
+                          request_id=f"r-{uuid.uuid4().hex[:12]}", **fields)  # type: ignore[arg-type]
+
+
+def send(ws: Workspace, topics: Topics, *requests: ErasureRequest) -> None:
+    with RequestProducer(ws, topic=topics.requests) as producer:
+        producer.send(requests)
+
+
+class Events:
+    """Outcome events of one prefix, read committed, as they come."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.consumer = KafkaConsumer(topics.events, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, isolation_level="read_committed")
+        self.seen: list[OutcomeEvent] = []
+
+    def until(self, done: Callable[[list[OutcomeEvent]], bool], timeout_s: float = TIMEOUT_S) -> list[OutcomeEvent]:
+        deadline = time.monotonic() + timeout_s
+        while not done(self.seen):
+            assert time.monotonic() < deadline, f"timed out; events so far: {[(e.request_id, e.status) for e in self.seen]}"
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                self.seen += [parse(m.value, OutcomeEvent) for m in batch]  # type: ignore[misc]
+        return self.seen
+
+    def of(self, request_id: str, status: str | None = None) -> list[OutcomeEvent]:
+        return [e for e in self.seen if e.request_id == request_id and status in (None, e.status)]
+
+    def has(self, request_id: str, status: str, count: int = 1) -> Callable[[list[OutcomeEvent]], bool]:
+        return lambda _: len(self.of(request_id, status)) >= count
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def events(kafka_bootstrap: str, topics: Topics) -> Iterator[Events]:
+    reader = Events(kafka_bootstrap, topics)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def serving(model, topics: Topics, kafka_bootstrap: str) -> Iterator[Callable[..., Service]]:
+    """Start in-process services (planner, executors); all stopped gracefully at the end."""
+    started: list[Service] = []
+
+    def start(role: str = "all", instance: str | None = None) -> Service:
+        ws, _ = model
+        service = Service(ws, role, topics, window_s=0.5, instance=instance or f"test-{uuid.uuid4().hex[:6]}",
+                          bootstrap=kafka_bootstrap).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+    for service in started:
+        assert service.wait(TIMEOUT_S) and not service.errors, service.errors
+
+
+def entries(ws: Workspace, entry_type: str, **match: object) -> list[dict]:
+    with open_ledger(ws) as ledger:
+        found = [json.loads(e) for _, e in ledger.entries()]
+    return [e for e in found if e["type"] == entry_type and all(e.get(k) == v for k, v in match.items())]
+
+
+def erased_from(registry: Registry, name: str, version: int, subject_commitments: set[str]) -> bool:
+    from unlearning.registry import fetch
+
+    with fetch(registry, registry.get(name, version)) as tmp:
+        for leaves in (Path(tmp) / "bundle" / "components").glob("*/manifest.leaves"):
+            data = leaves.read_bytes()
+            if {data[i:i + 32].hex() for i in range(0, len(data), 32)} & subject_commitments:
+                return False
+    return True
+
+
+def test_request_is_excluded_then_restored(model, serving, topics: Topics, events: Events, mlflow_uri: str) -> None:
+    ws, name = model
+    subject = victims(ws, name, 1)[0]
+    with RecordStore.open(ws) as store:
+        commitments = {c.hex() for c in store.commitments_of(subject)}
+    serving("all")
+    req = request(subject, name, deadline="2099-01-01T00:00:00Z")
+    send(ws, topics, req)
+    events.until(events.has(req.request_id, "restored"))
+
+    statuses = [e.status for e in events.of(req.request_id)]
+    assert statuses == ["received", "planned", "excluded", "certified", "restored"]
+    certified, restored = events.of(req.request_id, "certified")[0], events.of(req.request_id, "restored")[0]
+    assert events.of(req.request_id, "planned")[0].shards == [1] and restored.shards == [1]
+    assert restored.version > certified.version and certified.certificate_sha256 != restored.certificate_sha256
+    registry = Registry(mlflow_uri)
+    assert registry.resolve(name, "certified", None).version == restored.version
+    for version in (certified.version, restored.version):
+        assert erased_from(registry, name, version, commitments)
+    with RecordStore.open(ws) as store:
+        assert subject not in store.subjects()
+
+    verified = runner.invoke(app, ["verify", f"models:/{name}@certified", "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["envelope_sha256"] == restored.certificate_sha256
+
+    status = runner.invoke(app, ["status", req.request_id, "--json"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["stage"] == "restored" and report["deadline"].startswith("2099") and report["deadline_met"] is True
+    info = report["models"][name]
+    for stage in (info["excluded"], info["restored"]["1"]):  # both certificates name the request
+        predicate = certified_predicate(bundle_dir(ws, name, stage["local_version"]), ws)
+        assert req.request_id in {e.requestId for e in predicate.erasures}
+    assert info["excluded"]["version"] == certified.version
+    assert info["excluded"]["certificate_sha256"] == certified.certificate_sha256
+    assert info["restored"]["1"]["version"] == restored.version
+    assert report["stages"]["received"] <= report["stages"]["planned"] <= info["excluded"]["certified_at"] \
+        <= info["restored"]["1"]["at"]
+    human = runner.invoke(app, ["status", req.request_id])
+    assert human.exit_code == 0 and "restored" in human.stdout and subject not in human.stdout
+    assert runner.invoke(app, ["status", "no-such-request"]).exit_code == 2
+
+
+def test_same_request_twice_has_one_effect(model, serving, topics: Topics, events: Events, mlflow_uri: str) -> None:
+    ws, name = model
+    req = request(victims(ws, name, 2)[0], name)
+    serving("all")
+    send(ws, topics, req)
+    events.until(events.has(req.request_id, "restored"))
+    registry = Registry(mlflow_uri)
+    registered_before = [r.version for r in registry.versions(name)]
+    local_before = ModelStore(ws).versions(name)
+
+    send(ws, topics, req)  # the same request, delivered again
+    events.until(events.has(req.request_id, "planned", count=2))
+    assert len(entries(ws, "request_received", request_id=req.request_id)) == 1
+    assert len(entries(ws, "request_excluded", request_id=req.request_id)) == 1
+    assert len(entries(ws, "request_restored", request_id=req.request_id)) == 1
+    assert ModelStore(ws).versions(name) == local_before
+    assert [r.version for r in registry.versions(name)] == registered_before
+
+
+def test_malformed_messages_go_to_the_dlq_and_the_next_request_is_handled(
+        model, serving, topics: Topics, events: Events, kafka_bootstrap: str) -> None:
+    ws, name = model
+    bad = [b"not json", b'{"schema": "erasure.request/v9", "request_id": "bad-schema"}',
+           json.dumps({"schema": "erasure.request/v1", "request_id": "bad-fields", "kind": "erase_subject"}).encode()]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for value in bad:
+        producer.send(topics.requests, value=value, partition=0)
+    producer.flush()
+    producer.close()
+    unknown = request("nobody-at-all", name)
+    good = request(victims(ws, name, 0)[0], name)
+    send(ws, topics, unknown, good)
+    serving("planner")
+    events.until(events.has(good.request_id, "certified"))
+
+    assert events.has("bad-schema", "rejected")(events.seen) and events.has("bad-fields", "rejected")(events.seen)
+    assert "unknown schema 'erasure.request/v9'" in events.of("bad-schema")[0].reason  # type: ignore[operator]
+    assert "subject_id" in events.of("bad-fields")[0].reason  # type: ignore[operator]
+    assert "unknown subject" in events.of(unknown.request_id, "rejected")[0].reason  # type: ignore[operator]
+    not_json = [e for e in events.seen if e.status == "rejected" and e.request_id.startswith("kafka:")]
+    assert len(not_json) == 1 and "not valid JSON" in not_json[0].reason  # type: ignore[operator]
+
+    dlq = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                        isolation_level="read_committed", consumer_timeout_ms=5000)
+    dead = list(dlq)
+    dlq.close()
+    assert sorted(m.value for m in dead) == sorted(bad)  # the unknown subject is valid input: no DLQ copy
+    assert all(dict(m.headers)["erasure.reason"] for m in dead)
+    rejected = {e["request_id"]: e for e in entries(ws, "request_rejected")}
+    assert {"bad-schema", "bad-fields", unknown.request_id, not_json[0].request_id} <= set(rejected)
+    assert rejected["bad-fields"]["kafka"]["topic"] == topics.requests
+
+
+def test_executor_killed_mid_retrain_completes_the_job_once(model, serving, topics: Topics, events: Events,
+                                                            tmp_path: Path, mlflow_uri: str) -> None:
+    ws, name = model
+    serving("planner")
+    command = [str(Path(sys.executable).parent / "erasure"), "serve", "--role", "executor", "--window", "0",
+               "--prefix", topics.prefix, "--instance", "killed-executor"]
+    log = tmp_path / "executor.log"
+    executor = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        req = request(victims(ws, name, 1)[0], name)
+        send(ws, topics, req)
+        events.until(events.has(req.request_id, "certified"))
+        excluded = ModelStore(ws).versions(name)[-1]
+        staging = ModelStore(ws).root / name / f".staging-v{excluded + 1}-{executor.pid}"
+        deadline = time.monotonic() + TIMEOUT_S
+        while not staging.exists():  # the draft of the restored version: the retrain is running
+            assert executor.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        executor.send_signal(signal.SIGKILL)
+        executor.wait(30)
+        assert ModelStore(ws).versions(name)[-1] == excluded  # killed before the version was made
+
+        executor = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        events.until(events.has(req.request_id, "restored"))
+    finally:
+        executor.send_signal(signal.SIGTERM)
+        assert executor.wait(60) == 0, log.read_text()
+    assert ModelStore(ws).versions(name)[-1] == excluded + 1
+    assert not staging.exists()
+    assert len(entries(ws, "request_restored", request_id=req.request_id)) == 1
+    assert len(entries(ws, "version_built", model=name, version=excluded + 1)) == 1
+    assert not entries(ws, "version_built", model=name, version=excluded + 2)
+    restored = events.of(req.request_id, "restored")[0]
+    assert Registry(mlflow_uri).resolve(name, "certified", None).version == restored.version
+    assert "job " in log.read_text() and "restored v" in log.read_text()
+
+
+def test_two_executors_split_the_shards(model, serving, topics: Topics, events: Events) -> None:
+    ws, name = model
+    first, second = serving("executor", "exec-a"), serving("executor", "exec-b")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (len(first.assignment()["executor"]) == 1 and len(second.assignment()["executor"]) == 1):
+        assert time.monotonic() < deadline, (first.assignment(), second.assignment())
+        time.sleep(0.1)
+    serving("planner")
+    reqs = [request(victims(ws, name, shard)[0], name) for shard in (0, 1)]
+    send(ws, topics, *reqs)
+    for req in reqs:
+        events.until(events.has(req.request_id, "restored"))
+
+    by_shard = {e["shard"]: e["executor"] for req in reqs for e in entries(ws, "request_restored", request_id=req.request_id)}
+    assert set(by_shard) == {0, 1}
+    assert by_shard[0] != by_shard[1] and set(by_shard.values()) == {"exec-a", "exec-b"}
