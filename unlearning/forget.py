@@ -120,6 +120,11 @@ def affected_components(version: ModelVersion, receipts: list[Receipt]) -> set[s
 def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attest: bool = False) -> ModelVersion | None:
     """An exact version without the affected components, or None when nothing servable remains.
 
+    Per aggregation rule: mean P(Yes) (retrain, SISA) drops the affected components; S3T
+    truncates every order at the affected position and serves each shard's longest valid
+    prefix; APA drops the affected adapters and rewrites its aggregator without their
+    prediction columns and without erased validation rows. No training in any case.
+
     Nothing affected gives None too, unless `attest`: then the new version keeps every
     component, so that its certificate names the requests (the pipeline certifies every request
     within seconds, also when an earlier exclusion already removed its shard).
@@ -127,24 +132,68 @@ def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attes
     affected = affected_components(version, receipts)
     if not affected and not attest:
         return None
-    aggregate = [cid for cid in version.aggregate if cid not in affected]
-    if not aggregate:
+    kept, aggregation, aggregator = _excluded(version, affected, _erased(receipts))
+    if not aggregation["components"]:
         return None
     meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "components", "created_at")}
+    removed = sorted({c.id for c in version.components} - {c.id for c in kept})
     with ModelStore(ws).draft(version.name) as draft:
-        for component in version.components:
-            if component.id not in affected:
-                draft.reuse_component(component)
-        excluded = draft.commit({**meta, "parent_version": version.version,
-                                 "aggregation": {**version.meta["aggregation"], "components": aggregate},
+        for component in kept:
+            draft.reuse_component(component)
+        if aggregator is not None:
+            draft.write_aggregator(aggregation["aggregator"], aggregator,
+                                   version.component(aggregation["aggregator"]).meta["environment"])
+        excluded = draft.commit({**meta, "parent_version": version.version, "aggregation": aggregation,
                                  "operation": {"kind": "exclusion", "requests": [r.request_id for r in receipts],
-                                               "removed": sorted(affected)}})
+                                               "removed": removed}})
+    entries = []
+    if aggregator is not None:  # a new component: log it like a trained one, so certificates can cite it
+        c = excluded.component(aggregation["aggregator"])
+        entries.append(("component_trained", {
+            "model": excluded.name, "version": excluded.version, "component": c.id, "shard": None, "slice": None,
+            "parent": None, "manifest_root": c.meta["manifest"]["root"], "manifest_size": c.manifest_size,
+            "weights_sha256": c.weights_sha256, "config_sha256": excluded.meta["config_sha256"],
+        }, f"component_trained/{excluded.name}/v{excluded.version}/{c.id}"))
+    entries.append(("version_built", {"model": excluded.name, "version": excluded.version, "kind": "exclusion",
+                                      "parent_version": version.version, "removed": removed,
+                                      "aggregate": aggregation["components"],
+                                      "requests": [r.request_id for r in receipts]},
+                    f"version_built/{excluded.name}/v{excluded.version}"))
     with open_ledger(ws) as ledger:
-        ledger.append("version_built", {"model": excluded.name, "version": excluded.version, "kind": "exclusion",
-                                        "parent_version": version.version, "removed": sorted(affected),
-                                        "aggregate": aggregate, "requests": [r.request_id for r in receipts]},
-                      natural_key=f"version_built/{excluded.name}/v{excluded.version}")
+        ledger.append_many(entries)
     return excluded
+
+
+def _needs_restore(version: ModelVersion) -> bool:
+    """S3T serves the longest valid prefix of another order instead of retraining: it retrains
+    only once a shard has no valid order left. The other methods always restore utility."""
+    if version.meta["aggregation"]["rule"] != "s3t":
+        return True
+    from unlearning.s3t_orders import order_state
+
+    return bool(order_state(version.meta).exhausted_shards())
+
+
+def _excluded(version: ModelVersion, affected: set[str], erased: set[bytes]):  # type: ignore[no-untyped-def]
+    """(components kept as they are, the new aggregation, a rewritten APA aggregator or None)."""
+    aggregation = version.meta["aggregation"]
+    rule = aggregation["rule"]
+    if rule == "s3t":
+        from unlearning.s3t_orders import excluded_aggregation, order_state
+
+        new = excluded_aggregation(version, erased)
+        retained = set(order_state({"aggregation": new}).retained_components())
+        return [c for c in version.components if c.id in retained], new, None
+    if rule == "apa":
+        from unlearning.aggregation import Aggregator
+
+        pool_id = aggregation["aggregator"]
+        dropped = affected - {pool_id}
+        aggregator = Aggregator.load(version.component(pool_id).path).without_records(erased).without_adapters(dropped)
+        kept = [c for c in version.components if c.id not in affected and c.id != pool_id]
+        return kept, {**aggregation, "components": [cid for cid in version.aggregate if cid not in affected]}, aggregator
+    kept = [c for c in version.components if c.id not in affected]
+    return kept, {**aggregation, "components": [cid for cid in version.aggregate if cid not in affected]}, None
 
 
 def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards: set[int] | None = None,
@@ -279,7 +328,7 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
             result.excluded_version = publish(ws, registry, excluded, [receipt], parent=current).version
             result.timings["excluded_s"] = round(time.monotonic() - start, 3)
             current = excluded
-        if retrain:
+        if retrain and (excluded is None or _needs_restore(excluded)):
             restored = restore(ws, current, [receipt], progress=progress)
             result.restored_version = publish(ws, registry, restored, [receipt], parent=current).version
             result.timings["restored_s"] = round(time.monotonic() - start, 3)
