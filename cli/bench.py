@@ -71,7 +71,7 @@ def s3t_capacity(
 
 @app.command()
 def forget(
-    methods: str = typer.Option("retrain,sisa", "--methods", help="Comma-separated methods, compared in one run."),
+    methods: str = typer.Option("retrain,sisa,apa,s3t", "--methods", help="Comma-separated methods, compared in one run."),
     users: int = typer.Option(40, "--users", min=4, help="MovieLens users whose samples are ingested."),
     per_user: int = typer.Option(6, "--per-user", min=1, help="Most recent samples per user."),
     base: str = typer.Option("tiny", "--base", help="Base model: tiny, smollm2-135m or a local checkpoint."),
