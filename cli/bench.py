@@ -93,8 +93,12 @@ def forget(
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     records = movielens.build_samples(movielens.load(), per_user=per_user, max_users=users)
     common = {"base": base, "epochs": epochs, "seed": 0, "lr": 0.01 if base == "tiny" else 1e-3}
-    configs = {m: TrainConfig(method=m, **common, **({} if m == "retrain" else {"shards": shards, "slices": slices}))
-               for m in chosen}
+    layout = {"retrain": {}, "sisa": {"shards": shards, "slices": slices}, "apa": {"shards": shards},
+              "s3t": {"shards": shards, "slices": slices}}
+    unknown = sorted(set(chosen) - layout.keys())
+    if unknown:
+        raise BadInput(f"unknown method {unknown[0]!r} (one of {', '.join(layout)})")
+    configs = {m: TrainConfig(method=m, **common, **layout[m]) for m in chosen}
     result = {"forget": run_forget_benchmark(chosen, configs, records),
               "certificates": run_certificate_benchmark(_sizes(certificate_sizes))}
     if as_json:
