@@ -1,48 +1,75 @@
 #!/usr/bin/env bash
 # The main job end to end on the packaged model and data: local Kafka + MLflow, keys, ingest
-# MovieLens-100K, train a sharded SmolLM2 adapter, erase a subject, certify, verify, pull.
+# MovieLens-100K, train a sharded SmolLM2 adapter (certified and registered), send an erasure
+# request through Kafka to the planner and executor, follow it to a certified restored version,
+# verify and pull it as an auditor and a consumer would, check the ledger, and stop everything.
 # Runs in its own workspace (.erasure-demo, recreated each run) and stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export ERASURE_HOME="${DEMO_HOME:-$PWD/.erasure-demo}"
 ERASURE="${ERASURE:-$PWD/.venv/bin/erasure}"
+PY="$PWD/.venv/bin/python"
 MODEL=demo-recs
 rm -rf "$ERASURE_HOME"
 mkdir -p "$ERASURE_HOME"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { echo "\$ erasure $*"; "$ERASURE" "$@"; }
 
-# Run one stage; a stage that a later issue fills in reports "not yet available" and the demo
-# goes on, anything else that fails stops the demo.
-stage() {
-  local title=$1; shift
-  say "$title"
-  echo "\$ erasure $*"
-  local err; err=$(mktemp)
-  if "$ERASURE" "$@" 2> >(tee "$err" >&2); then rm -f "$err"; return 0; fi
-  if grep -q "not implemented yet" "$err"; then
-    echo "   -> not yet available in this build"; rm -f "$err"; return 0
-  fi
-  rm -f "$err"; return 1
+SERVE_PID=""
+cleanup() {
+  if [ -n "$SERVE_PID" ]; then kill -TERM "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
+  "$ERASURE" dev down >/dev/null 2>&1 || true
 }
+trap cleanup EXIT
 
-trap '"$ERASURE" dev down >/dev/null 2>&1 || true' EXIT
+say "Start local Apache Kafka (KRaft) and MLflow"
+run dev up
+run dev status
 
-stage "Start local Apache Kafka (KRaft) and MLflow" dev up
-stage "Service status" dev status
-stage "Create the ledger and certifier keys" keys init
-stage "Ingest MovieLens-100K (TALLRec samples, encrypted per subject)" data ingest --movielens --max-users "${DEMO_USERS:-40}"
-stage "Record store statistics" data stats
-stage "Train a SISA adapter on SmolLM2-135M (small CPU budget)" \
-  train "$MODEL" --method sisa --base smollm2-135m --shards 2 --slices 2 --epochs 1 --seed 7
-stage "Components of version 1" models show "$MODEL"
-stage "Evaluate (AUC next to the history-positivity heuristic)" eval "$MODEL"
+say "Keys: ledger and certifier (0600, never committed); a trust file for auditors"
+run keys init
+run keys trust --out "$ERASURE_HOME/trust.json"
 
-SUBJECT=$("$ERASURE" data subjects --split train --json 2>/dev/null | "$PWD/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[0])' 2>/dev/null || echo "1")
-stage "Erase subject $SUBJECT: exclusion, retrain, certificates, purge" forget "$MODEL" --subject "$SUBJECT"
-stage "Verify the certified version offline" verify "models:/$MODEL@certified"
-stage "Pull the certified version (verifies before handing it over)" pull "models:/$MODEL@certified" --dest "$ERASURE_HOME/pulled"
-stage "Check the transparency log" ledger verify
-stage "Stop local services" dev down
+say "Ingest MovieLens-100K from the recbole wheel (TALLRec samples, encrypted per subject)"
+run data ingest --movielens --max-users "${DEMO_USERS:-40}" --per-user "${DEMO_PER_USER:-3}"
+run data stats
+
+say "Train SISA on SmolLM2-135M (2 shards x 2 slices, small CPU budget): certified and registered"
+run train "$MODEL" --method sisa --base smollm2-135m --shards 2 --slices 2 --epochs 1 --seed 7
+run eval "$MODEL"
+
+say "Start the planner and executor (erasure serve)"
+"$ERASURE" serve --role all --window 1 > "$ERASURE_HOME/serve.log" 2>&1 &
+SERVE_PID=$!
+echo "serve pid $SERVE_PID, log $ERASURE_HOME/serve.log"
+
+SUBJECT=$("$ERASURE" data subjects --split train --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0])')
+say "A data platform asks to erase subject $SUBJECT (Kafka topic erasure.requests)"
+REQUEST=$(run request erase --subject "$SUBJECT" --model "$MODEL" --requester demo | tail -1)
+echo "request id: $REQUEST"
+
+say "Follow the request: exact exclusion within seconds, then the coalesced retrain"
+for _ in $(seq 1 360); do
+  STAGE=$("$ERASURE" status "$REQUEST" --json 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("stage",""))' 2>/dev/null || true)
+  case "$STAGE" in restored|done|rejected|failed) break ;; esac
+  sleep 2
+done
+run status "$REQUEST"
+if [ "$STAGE" != "restored" ]; then echo "request ended in stage '$STAGE'; serve log:"; tail -20 "$ERASURE_HOME/serve.log"; exit 1; fi
+
+say "An auditor verifies the certified version with nothing but the trust file and the ledger"
+run verify "models:/$MODEL@certified" --trust "$ERASURE_HOME/trust.json" --state "$ERASURE_HOME/auditor"
+
+say "A consumer pulls it: resolve once, pin, download, verify, then hand over"
+run pull "models:/$MODEL@certified" --dest "$ERASURE_HOME/pulled"
+run eval "$MODEL"
+
+say "The transparency log: recompute everything, check consistency with the last audit"
+run ledger verify --trust "$ERASURE_HOME/trust.json"
+
+say "Stop the consumers and the local services"
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=""
+run dev down
 say "Demo finished"
