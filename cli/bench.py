@@ -113,3 +113,30 @@ def forget(
     for row in result["certificates"]["results"]:
         typer.echo(f"certificate over {row['records']:>8} records: issue {row['issue_s']:.2f} s, verify "
                    f"{row['verify_s']:.2f} s, envelope {row['envelope_bytes']} B, leaves {row['leaves_bytes']} B")
+
+
+@app.command()
+def pipeline(
+    requests: int = typer.Option(1500, "--requests", min=1, help="Requests waiting in the topic for the throughput run."),
+    load: int = typer.Option(100, "--load", min=2, help="Requests sent at --rate for the latency run."),
+    rate: float = typer.Option(5.0, "--rate", min=0.1, help="Requests per second in the latency run."),
+    window: float = typer.Option(2.0, "--window", min=0.0, help="Executor coalescing window, seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Planner throughput (requests/s from Kafka to ledger + jobs) and end-to-end latency
+    percentiles (request -> excluded, certified, restored) on the configured Kafka and MLflow,
+    with a scratch workspace, MovieLens-100K and the tiny base model."""
+    from consumers.bench import run_pipeline_benchmark
+    from ledger.workspace import Workspace
+
+    ws = Workspace.from_env()
+    result = run_pipeline_benchmark(ws.kafka_bootstrap(), ws.mlflow_uri(), requests, load, rate, window)
+    if as_json:
+        print_json(result)
+        return
+    planner, latency = result["planner"], result["latency"]
+    typer.echo(f"planner: {planner['requests']} requests in {planner['seconds']:.2f} s = "
+               f"{planner['requests_per_s']:.0f} requests/s")
+    typer.echo(f"latency ({latency['requests']} requests at {latency['rate_per_s']:g}/s):")
+    for status, cuts in latency["seconds"].items():
+        typer.echo(f"  -> {status:9} p50 {cuts['p50']:.2f} s, p95 {cuts['p95']:.2f} s, p99 {cuts['p99']:.2f} s")

@@ -7,6 +7,9 @@ shard's latest state. A job whose requests are all restored for the shard is don
 that the newest version already serves without the records (an earlier coalesced retrain
 covered it) needs no retrain, only its ledger entries.
 
+A retrain waits until its requests' exclusion is logged (`ExclusionPending`, retried): the fast
+path goes first and the retrain never races it.
+
 Exactly once: the restore is announced in the model's journal before it starts; a process
 killed during the retrain leaves no version (the draft is discarded) and the redelivered job
 retrains again; one killed after the version was made has it certified by the next lock holder
@@ -16,7 +19,6 @@ keys, so neither path logs anything twice.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -27,14 +29,17 @@ from consumers.topics import Topics
 from consumers.versions import (
     Context, Journal, finish_restore, log_restored, model_lock, registered, restored_events, settle,
 )
-from ledger.errors import BadInput
+from ledger.errors import BadInput, ServiceError
 from ledger.log import open_ledger
 from producers.schemas import Job, parse
 from unlearning.certify import Receipt
 from unlearning.forget import affected_components, lookup_receipt, restore
 from unlearning.model_store import ModelVersion
 
-log = logging.getLogger("erasure.serve")
+class ExclusionPending(ServiceError):
+    """Transient: the job is retried shortly."""
+
+    retry_after_s = 1.0
 
 
 @dataclass
@@ -50,15 +55,14 @@ class Executor:
         self.ctx, self.topics, self.window_s = ctx, topics, window_s
         self._groups: dict[tuple[str, int], _Group] = {}
         self._malformed: list = []
+        import unlearning.training  # noqa: F401 - torch and transformers load at start, not in the first job
 
     def take(self, records: list) -> None:
         for record in records:
             try:
-                job = parse(record.value, Job)
-            except BadInput as err:  # only the planner writes jobs: a bad one is a bug, never retried
-                log.error("executor: skipping malformed job at %s/%d/%d: %s", record.topic, record.partition,
-                          record.offset, err)
-                self._malformed.append(record)
+                job: Job = parse(record.value, Job)  # type: ignore[assignment]
+            except BadInput:
+                self._malformed.append(record)  # logged when handled
                 continue
             self._groups.setdefault((job.model, job.shard), _Group(time.monotonic())).records.append(record)
 
@@ -80,24 +84,18 @@ class Executor:
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
-        jobs = []
-        for record in unit:
-            try:
-                jobs.append(parse(record.value, Job))
-            except BadInput:
-                continue  # logged when taken
+        jobs = stages.parse_jobs(unit)  # a unit of malformed jobs has none: nothing to do
         if not jobs:
             return outbox
         model, shard = jobs[0].model, jobs[0].shard
         request_ids = list(dict.fromkeys(r for job in jobs for r in job.request_ids))
-        job_ids = [job.job_id for job in jobs]
         try:
-            outcome = self._restore(model, shard, request_ids, job_ids, outbox)
+            outcome = self._restore(model, shard, request_ids, [job.job_id for job in jobs], outbox)
         except Exception as err:
             if is_transient(err):
                 raise
             outcome = f"failed: {type(err).__name__}: {err}"
-            self._fail(model, shard, request_ids, outcome, outbox)
+            stages.fail(self.ctx.ws, request_ids, model, outcome, outbox)
         restored_events(self.ctx, model, request_ids, outbox)
         outbox.lines.extend(f"job {job.job_id} ({model}/{shard}, {len(job.request_ids)} requests): {outcome}"
                             for job in jobs)
@@ -108,8 +106,12 @@ class Executor:
             return [r for r in request_ids if ledger.find(stages.restored_key(r, model, shard)) is None]
 
     def _restore(self, model: str, shard: int, request_ids: list[str], job_ids: list[str], outbox: Outbox) -> str:
-        if not self._todo(model, shard, request_ids):
+        todo = self._todo(model, shard, request_ids)
+        if not todo:
             return "already restored"
+        with open_ledger(self.ctx.ws) as ledger:
+            if any(ledger.find(stages.excluded_key(r, model)) is None for r in todo):
+                raise ExclusionPending(f"{model}/{shard}: waiting for the exclusion of its requests")
         with model_lock(self.ctx.ws, model):
             newest = settle(self.ctx, model, outbox)
             todo = self._todo(model, shard, request_ids)
@@ -124,13 +126,6 @@ class Executor:
             version = restore(self.ctx.ws, newest, receipts, shards={shard})
             finish_restore(self.ctx, version, intent, outbox)
             return f"restored v{version.version}"
-
-    def _fail(self, model: str, shard: int, request_ids: list[str], reason: str, outbox: Outbox) -> None:
-        with open_ledger(self.ctx.ws) as ledger:
-            ledger.append_many([("request_failed", {"request_id": r, "model": model, "shard": shard, "reason": reason},
-                                 stages.failed_key(r)) for r in request_ids])
-        for r in request_ids:
-            outbox.event(r, "failed", model=model, shards=[shard], reason=reason)
 
 
 def _serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> bool:

@@ -67,7 +67,7 @@ class ConsumerLoop:
         self._seen: dict = {}  # partition -> highest offset taken
         self._rebalances = 0
         self.assigned: frozenset = frozenset()  # partitions this consumer owns now
-        self._inflight: tuple[list, Future, int, int] | None = None  # unit, result, rebalances, attempt
+        self._inflight: tuple[list, Future, int, int, float] | None = None  # unit, result, rebalances, attempt, start
         self._retry: tuple[list, float, int] | None = None  # unit, not before, attempt
 
     # rebalance listener (called inside poll(), on the loop's thread)
@@ -140,25 +140,28 @@ class ConsumerLoop:
                 future.set_exception(err)
 
         self.consumer.pause(*{_tp(r) for r in unit})
-        self._inflight = (unit, future, self._rebalances, attempt)
+        self._inflight = (unit, future, self._rebalances, attempt, time.monotonic())
         # daemon: a forced shutdown must not wait for a retrain (its work is redone after restart)
         threading.Thread(target=work, name=f"{self.handler.name}-worker", daemon=True).start()
 
     def _complete(self) -> None:
-        unit, future, rebalances, attempt = self._inflight  # type: ignore[misc]
+        unit, future, rebalances, attempt, started = self._inflight  # type: ignore[misc]
         self._inflight = None
         partitions = {_tp(r) for r in unit}
         try:
             outbox = future.result()
             self._commit(unit, outbox, rebalances == self._rebalances)
+            log.debug("%s: %d messages in %.2f s", self.handler.name, len(unit), time.monotonic() - started)
         except ProducerLost:
             raise
         except Exception as err:  # noqa: BLE001 - every failure is retried: effects are idempotent
             if not is_transient(err):
                 log.exception("%s: unexpected error, retrying", self.handler.name)
             attempt += 1
-            delay = min(MAX_BACKOFF_S, 0.5 * 2 ** attempt)
-            log.warning("%s: %s: %s; retrying in %.1f s", self.handler.name, type(err).__name__, err, delay)
+            # an error may say when to come back (an executor waiting for an exclusion)
+            delay = getattr(err, "retry_after_s", None) or min(MAX_BACKOFF_S, 0.5 * 2 ** attempt)
+            log.log(logging.DEBUG if hasattr(err, "retry_after_s") else logging.WARNING,
+                    "%s: %s: %s; retrying in %.1f s", self.handler.name, type(err).__name__, err, delay)
             if rebalances == self._rebalances:
                 self._retry = (unit, time.monotonic() + delay, attempt)
         finally:

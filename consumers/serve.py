@@ -1,5 +1,5 @@
-"""`erasure serve`: the planner and/or an executor in one process, each a consumer loop in its
-own thread, with a transactional producer per loop.
+"""`erasure serve`: the planner (with the excluder) and/or an executor in one process, each a
+consumer loop in its own thread, with a transactional producer per loop.
 
 Stopping: `stop()` lets each loop finish the unit in flight (commit it) and hand everything
 else back uncommitted, then leave the group so other members take over its partitions.
@@ -13,6 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from consumers.excluder import Excluder
 from consumers.executor import Executor
 from consumers.loop import ConsumerLoop
 from consumers.planner import Planner
@@ -68,6 +69,7 @@ class Service:
         wanted = []
         if self.role in ("planner", "all"):
             wanted.append((Planner(ctx, self.topics), self.topics.requests, self.topics.planner_group, 2000))
+            wanted.append((Excluder(ctx, self.topics), self.topics.jobs, self.topics.excluder_group, 5000))
         if self.role in ("executor", "all"):
             wanted.append((Executor(ctx, self.topics, self.window_s), self.topics.jobs, self.topics.executor_group, 100))
         return [self._loop(bootstrap, handler, topic, group, max_records) for handler, topic, group, max_records in wanted]

@@ -11,6 +11,7 @@ offsets, after the entries are durable, and a redelivery sends them again.
 | rejected | request_rejected   | rejected/ID                          |
 | planned  | request_planned    | planned/ID                           |
 | certified exclusion | request_excluded | excluded/ID/MODEL             |
+| (no exclusion possible) | exclusion_deferred | excluded/ID/MODEL         |
 | restored | request_restored   | restored/ID/MODEL/SHARD              |
 | failed   | request_failed     | failed/ID                            |
 
@@ -20,12 +21,17 @@ A message without a usable request id is named by its Kafka coordinates (`kafka:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from consumers.topics import Topics
-from ledger.log import Ledger
-from producers.schemas import OutcomeEvent, Status
+from ledger.errors import BadInput
+from ledger.log import Ledger, open_ledger
+from ledger.workspace import Workspace
+from producers.schemas import Job, OutcomeEvent, Status, parse
+
+log = logging.getLogger("erasure.serve")
 
 
 def received_key(request_id: str) -> str:
@@ -107,3 +113,23 @@ class Outbox:
         self.send(self.topics.events, request_id.encode(), event.to_bytes())
         detail = " ".join(f"{k}={given[k]}" for k in ("model", "version", "shards", "reason") if k in given)
         self.last[request_id] = f"{status} {detail}".strip()
+
+
+def fail(ws: Workspace, request_ids: list[str], model: str, reason: str, outbox: Outbox) -> None:
+    """Log and announce requests whose work hit a permanent error (transient ones are retried)."""
+    with open_ledger(ws) as ledger:
+        ledger.append_many([("request_failed", {"request_id": r, "model": model, "reason": reason},
+                             failed_key(r)) for r in request_ids])
+    for r in request_ids:
+        outbox.event(r, "failed", model=model, reason=reason)
+
+
+def parse_jobs(records: list) -> list[Job]:
+    """The jobs among `records`; only the planner writes jobs, so a bad one is a bug: logged, skipped."""
+    jobs = []
+    for record in records:
+        try:
+            jobs.append(parse(record.value, Job))
+        except BadInput as err:
+            log.error("skipping malformed job at %s/%d/%d: %s", record.topic, record.partition, record.offset, err)
+    return jobs  # type: ignore[return-value]

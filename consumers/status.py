@@ -29,10 +29,13 @@ def request_status(ws: Workspace, request_id: str, now: datetime | None = None) 
         models = {}
         for model, shards in (planned["models"] if planned else {}).items():
             excluded = stages.read(ledger, stages.excluded_key(request_id, model))
+            deferred = excluded if excluded and excluded["type"] == "exclusion_deferred" else None
+            excluded = None if deferred else excluded
             built = excluded and stages.read(ledger, f"version_built/{model}/v{excluded['version']}")
             restored = {s: stages.read(ledger, stages.restored_key(request_id, model, s)) for s in shards}
             models[model] = {
                 "shards": shards,
+                "exclusion_deferred": deferred and deferred["reason"],
                 "excluded": excluded and {"excluded_at": built["at"] if built else None, "certified_at": excluded["at"],
                                           "version": excluded["registry_version"], "local_version": excluded["version"],
                                           "certificate_sha256": excluded["certificate_sha256"]},

@@ -9,6 +9,7 @@ JOBS = "erasure.jobs"
 EVENTS = "erasure.events"
 DLQ = "erasure.requests.dlq"
 PLANNER_GROUP = "erasure-planner"
+EXCLUDER_GROUP = "erasure-excluder"
 EXECUTOR_GROUP = "erasure-executors"
 
 # Jobs are keyed by model/shard: more partitions let more executors share the shards.
@@ -41,6 +42,10 @@ class Topics:
     @property
     def planner_group(self) -> str:
         return self.prefix + PLANNER_GROUP
+
+    @property
+    def excluder_group(self) -> str:
+        return self.prefix + EXCLUDER_GROUP
 
     @property
     def executor_group(self) -> str:

@@ -33,7 +33,7 @@ from ledger.workspace import Workspace
 from unlearning.certify import Receipt, bundle_dir
 from unlearning.forget import lookup_receipt, publish, purge
 from unlearning.model_store import ModelStore, ModelVersion
-from unlearning.registry import Registry, RegisteredVersion
+from unlearning.registry import Registry
 
 
 @dataclass
@@ -63,14 +63,23 @@ def _pipeline_dir(ws: Workspace) -> Path:
 
 
 @contextlib.contextmanager
-def model_lock(ws: Workspace, name: str) -> Iterator[None]:
-    """Exclusive, cross-process (and cross-thread: one open file each) lock on a model's versions."""
-    with open(_pipeline_dir(ws) / f"{name}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def model_lock(ws: Workspace, name: str, urgent: bool = False) -> Iterator[None]:
+    """Exclusive, cross-process (and cross-thread: one open file each) lock on a model's versions.
+
+    `urgent` (exclusions) goes first: while an exclusion waits for the lock or holds it, a
+    retrain does not start, so an exclusion waits at most for the one retrain already running.
+    """
+    directory = _pipeline_dir(ws)
+    with open(directory / f"{name}.urgent", "a+") as gate, open(directory / f"{name}.lock", "a+") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if urgent else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not urgent:
+            fcntl.flock(gate, fcntl.LOCK_UN)  # an exclusion may queue up behind this retrain
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 class Journal:
@@ -134,7 +143,7 @@ def settle(ctx: Context, name: str, outbox: Outbox) -> ModelVersion:
             done = all(ledger.find(stages.excluded_key(r, name)) is not None for r in operation["requests"])
         if not done:
             receipts = [lookup_receipt(ctx.ws, r) for r in operation["requests"]]
-            finish_exclusion(ctx, newest, receipts, ctx.models.get(name, newest.meta["parent_version"]), outbox)
+            finish_exclusion(ctx, newest, receipts, _version(ctx, name, newest.meta["parent_version"]), outbox)
     elif intent is not None and newest.meta.get("parent_version") == intent["base"]:
         finish_restore(ctx, newest, intent, outbox)
     elif not (bundle_dir(ctx.ws, name, newest.version) / ENVELOPE_FILE).exists():
@@ -143,31 +152,53 @@ def settle(ctx: Context, name: str, outbox: Outbox) -> ModelVersion:
     return newest
 
 
-def finish_exclusion(ctx: Context, version: ModelVersion, receipts: list[Receipt], parent: ModelVersion,
-                     outbox: Outbox) -> RegisteredVersion:
+def _version(ctx: Context, name: str, number: int) -> ModelVersion | None:
+    """A version, or None once purged (a re-publish after a crash needs no parent: the
+    certificate exists already)."""
+    return ctx.models.get(name, number) if number in ctx.models.versions(name) else None
+
+
+def finish_exclusion(ctx: Context, version: ModelVersion, receipts: list[Receipt], parent: ModelVersion | None,
+                     outbox: Outbox) -> None:
     """Certify and register an exclusion version, purge what saw the records, log, queue events."""
     published = publish(ctx.ws, ctx.registry, version, receipts, parent=parent)
     purge(ctx.ws, ctx.registry, version.name, receipts)
     with open_ledger(ctx.ws) as ledger:
-        built = stages.read(ledger, f"version_built/{version.name}/v{version.version}")
         ledger.append_many([("request_excluded", {
             "request_id": r.request_id, "model": version.name, "version": version.version,
             "registry_version": published.version, "certificate_sha256": published.certificate_sha256,
             "removed": version.meta["operation"]["removed"],
         }, stages.excluded_key(r.request_id, version.name)) for r in receipts])
-        for r in receipts:
-            common = {"model": version.name, "version": published.version, **stages.timing(ledger, r.request_id)}
-            outbox.event(r.request_id, "excluded", at=built["at"] if built else None, **common)
-            outbox.event(r.request_id, "certified", certificate_sha256=published.certificate_sha256, **common)
-    return published
+    excluded_events(ctx, version.name, [r.request_id for r in receipts], outbox)
+
+
+def excluded_events(ctx: Context, name: str, request_ids: list[str], outbox: Outbox) -> None:
+    """Per request with an exclusion outcome for `name`, from the ledger (so a redelivered message
+    sends them again): `excluded` (version built) and `certified` (registered, aliased), or a
+    `planned` event saying why there is no exclusion."""
+    with open_ledger(ctx.ws) as ledger:
+        built: dict[int, dict | None] = {}
+        for r in request_ids:
+            entry = stages.read(ledger, stages.excluded_key(r, name))
+            if entry is None:
+                continue
+            timing = stages.timing(ledger, r)
+            if entry["type"] == "exclusion_deferred":
+                outbox.event(r, "planned", model=name, reason=entry["reason"], **timing)
+                continue
+            version = entry["version"]
+            if version not in built:
+                built[version] = stages.read(ledger, f"version_built/{name}/v{version}")
+            common = {"model": name, "version": entry["registry_version"], **timing}
+            outbox.event(r, "excluded", at=built[version]["at"] if built[version] else None, **common)
+            outbox.event(r, "certified", at=entry["at"], certificate_sha256=entry["certificate_sha256"], **common)
 
 
 def finish_restore(ctx: Context, version: ModelVersion, intent: dict, outbox: Outbox) -> None:
     """Certify and register a restored version, purge what saw the records, log, drop the journal.
     Events: the caller's (`restored_events`), from the ledger."""
     receipts = [lookup_receipt(ctx.ws, r) for r in intent["requests"]]
-    parent = ctx.models.get(version.name, intent["base"])
-    published = publish(ctx.ws, ctx.registry, version, receipts, parent=parent)
+    published = publish(ctx.ws, ctx.registry, version, receipts, parent=_version(ctx, version.name, intent["base"]))
     purge(ctx.ws, ctx.registry, version.name, receipts)
     log_restored(ctx, version, published.version, published.certificate_sha256, intent)
     Journal(ctx.ws, version.name).clear()

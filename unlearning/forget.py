@@ -114,7 +114,7 @@ def _erased(receipts: list[Receipt]) -> set[bytes]:
 
 def affected_components(version: ModelVersion, receipts: list[Receipt]) -> set[str]:
     erased = _erased(receipts)
-    return {c.id for c in version.components if any(c.manifest().contains(e) for e in erased)}
+    return {c.id for c in version.components if not erased.isdisjoint(c.manifest().leaves)}  # each read once
 
 
 def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attest: bool = False) -> ModelVersion | None:
@@ -276,6 +276,8 @@ def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt],
     request_ids = [r.request_id for r in receipts]
     dirty = [v for v in (models.get(name, n) for n in models.versions(name)) if affected_components(v, receipts)]
     dirty_numbers = {v.version for v in dirty}
+    if not dirty:  # a registered copy goes before its local version: none is left either
+        return []
     for registered in registry.versions(name):
         if registered.local_version in dirty_numbers:
             registry.purge(ws, registered, request_ids)

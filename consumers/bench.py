@@ -1,0 +1,172 @@
+"""`erasure bench pipeline`: planner throughput and end-to-end latency on the real broker.
+
+Setup (not measured): a scratch workspace with the packaged MovieLens-100K (four records per
+user), a tiny-base SISA model, certified and registered. Each request erases one training
+record of a shard other than the first, so every exclusion leaves a shard to serve.
+
+1. Throughput: `requests` erasure requests wait in the topic; a planner starts, and the clock
+   runs from its partition assignment to the moment the last request's `planned` event (sent
+   in the transaction that also carries its jobs) is readable: requests from Kafka to ledger +
+   jobs, per second.
+2. Latency: with a planner and one executor running, `load` more requests are sent at `rate`
+   per second; for each, the time from its `requested_at` to its `excluded`, `certified`
+   (exclusion certified and aliased) and `restored` events, as percentiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from consumers.serve import Service
+from consumers.topics import Topics, ensure_topics
+from ledger.errors import BadInput
+from ledger.workspace import Workspace
+from producers.producer import RequestProducer
+from producers.schemas import ErasureRequest, OutcomeEvent, parse
+
+SHARDS = 4
+PER_USER = 4
+WAIT_S = 600.0
+
+
+@contextlib.contextmanager
+def scratch_workspace(kafka: str, mlflow: str) -> Iterator[Workspace]:
+    """A throw-away workspace (its own keys, ledger, records) on the given services."""
+    home = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
+    saved = os.environ.pop("ERASURE_KEY_DIR", None)  # never the user's keys
+    try:
+        (home / "erasure.toml").write_text(f'[kafka]\nbootstrap = "{kafka}"\n\n[mlflow]\ntracking_uri = "{mlflow}"\n')
+        yield Workspace(home)
+    finally:
+        if saved is not None:
+            os.environ["ERASURE_KEY_DIR"] = saved
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _setup(ws: Workspace, name: str, epochs: float) -> dict[int, list[tuple[str, str]]]:
+    """Records, keys, a certified model; returns shard -> training (subject, record id)s."""
+    from ledger.keys import init_keys
+    from unlearning import movielens
+    from unlearning.config import TrainConfig
+    from unlearning.forget import register_trained
+    from unlearning.records import RecordStore
+    from unlearning.training import train_model
+
+    init_keys(ws.key_dir)
+    with RecordStore.open(ws) as store:
+        store.ingest(movielens.build_samples(movielens.load(), per_user=PER_USER))
+        records = [(r.subject_id, r.record_id) for r in store.records("train")]
+        by_shard = {s: [r for r in records if store.partition.shard(r[0], SHARDS) == s] for s in range(SHARDS)}
+    config = TrainConfig(method="sisa", base="tiny", shards=SHARDS, slices=1, epochs=epochs, lr=0.01, batch_size=8,
+                         seed=3)
+    register_trained(ws, train_model(ws, name, config))
+    return by_shard
+
+
+class _Events:
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(topics.events, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, isolation_level="read_committed")
+        self.first: dict[tuple[str, str], tuple[OutcomeEvent, float]] = {}  # (request, status) -> event, seen at
+
+    def wait(self, request_ids: list[str], status: str, timeout_s: float = WAIT_S) -> float:
+        """Wait until every request has an event of `status`; returns when the last one was read."""
+        deadline = time.monotonic() + timeout_s
+        while any((r, status) not in self.first for r in request_ids):
+            if time.monotonic() > deadline:
+                missing = sum((r, status) not in self.first for r in request_ids)
+                raise TimeoutError(f"{missing} requests without a {status} event after {timeout_s:.0f} s")
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                now = time.monotonic()
+                for m in batch:
+                    event: OutcomeEvent = parse(m.value, OutcomeEvent)  # type: ignore[assignment]
+                    self.first.setdefault((event.request_id, event.status), (event, now))
+        return max(self.first[(r, status)][1] for r in request_ids)
+
+    def latencies(self, requests: list[ErasureRequest], status: str) -> list[float]:
+        return [(self.first[(r.request_id, status)][0].at - r.requested_at).total_seconds() for r in requests]
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "p99": round(cuts[98], 3),
+            "max": round(max(values), 3)}
+
+
+def _requests(records: list[tuple[str, str]], name: str) -> list[ErasureRequest]:
+    return [ErasureRequest(kind="erase_records", subject_id=subject, record_ids=[record], model=name,
+                           request_id=f"bench-{uuid.uuid4().hex[:16]}", requester="bench") for subject, record in records]
+
+
+def _wait_assigned(service: Service, role: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not service.assignment().get(role):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {role} got no partitions")
+        time.sleep(0.05)
+
+
+def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 400, load: int = 150, rate: float = 20.0,
+                           window_s: float = 2.0, epochs: float = 0.1) -> dict:
+    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    with scratch_workspace(kafka, mlflow) as ws:
+        started = time.monotonic()
+        by_shard = _setup(ws, name, epochs)
+        pool = [s for shard in range(1, SHARDS) for s in by_shard[shard]]
+        if len(pool) < requests + load:
+            raise BadInput(f"only {len(pool)} training records outside shard 0: lower --requests/--load")
+        setup_s = time.monotonic() - started
+        ensure_topics(kafka, topics)
+        events = _Events(kafka, topics)
+
+        burst = _requests(pool[:requests], name)
+        with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
+            producer.send(burst)
+        planner = Service(ws, "planner", topics, window_s, "bench-planner", kafka).start()
+        _wait_assigned(planner, "planner")
+        t0 = time.monotonic()
+        t1 = events.wait([r.request_id for r in burst], "planned")
+        events.wait([r.request_id for r in burst], "certified")
+
+        executor = Service(ws, "executor", topics, window_s, "bench-executor", kafka).start()
+        _wait_assigned(executor, "executor")
+        events.wait([r.request_id for r in burst], "restored")  # the burst's retrains, before the clock runs
+        paced = []
+        with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
+            start = time.monotonic()
+            for i, record in enumerate(pool[requests:requests + load]):
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
+                paced += _requests([record], name)  # requested_at: now
+                producer.send(paced[-1:])
+        ids = [r.request_id for r in paced]
+        for status in ("excluded", "certified", "restored"):
+            events.wait(ids, status)
+        for service in (planner, executor):
+            service.stop()
+        for service in (planner, executor):
+            service.wait(WAIT_S)
+        events.consumer.close()
+        return {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "model": {"base": "tiny", "method": "sisa", "shards": SHARDS, "slices": 1, "epochs": epochs,
+                      "records": sum(len(v) for v in by_shard.values()),
+                      "data": f"MovieLens-100K, {PER_USER} records per user"},
+            "setup_s": round(setup_s, 1),
+            "planner": {"requests": requests, "seconds": round(t1 - t0, 3),
+                        "requests_per_s": round(requests / (t1 - t0), 1)},
+            "latency": {"requests": load, "rate_per_s": rate, "executor_window_s": window_s,
+                        "seconds": {status: _percentiles(events.latencies(paced, status))
+                                    for status in ("excluded", "certified", "restored")}},
+        }
