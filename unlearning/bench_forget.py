@@ -40,12 +40,14 @@ def _mlflow(ws: Workspace):  # type: ignore[no-untyped-def]
         local_services.down(ws)
 
 
-def _workspace(root: Path, method: str, records: Sequence[Record], mlflow_uri: str) -> Workspace:
+def bench_workspace(root: Path, method: str, records: Sequence[Record], mlflow_uri: str | None = None) -> Workspace:
+    """A fresh workspace with its own keys, the fixed partition key and these records."""
     ws = Workspace(root / method).ensure()
     init_keys(ws.key_dir)
     (ws.key_dir / "partition.key").write_bytes(PARTITION_KEY)
     (ws.key_dir / "partition.key").chmod(0o600)
-    ws.config_file.write_text(f'[mlflow]\ntracking_uri = "{mlflow_uri}"\n')
+    if mlflow_uri is not None:
+        ws.config_file.write_text(f'[mlflow]\ntracking_uri = "{mlflow_uri}"\n')
     with RecordStore.open(ws) as store:
         store.ingest(records)
     return ws
@@ -67,7 +69,7 @@ def run_forget_benchmark(methods: Sequence[str], configs: dict[str, TrainConfig]
         root = Path(tmp)
         with _mlflow(Workspace(root / "services").ensure()) as uri:
             for method in methods:
-                ws = _workspace(root, method, records, uri)
+                ws = bench_workspace(root, method, records, uri)
                 t0 = time.perf_counter()
                 version = train_model(ws, f"bench-{method}", configs[method])
                 train_s = time.perf_counter() - t0

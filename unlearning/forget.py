@@ -20,7 +20,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ledger.certificate import ENVELOPE_FILE
@@ -167,7 +167,7 @@ def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attes
 def _needs_restore(version: ModelVersion) -> bool:
     """S3T serves the longest valid prefix of another order instead of retraining: it retrains
     only once a shard has no valid order left. The other methods always restore utility."""
-    if version.meta["aggregation"]["rule"] != "s3t":
+    if "s3t" not in version.meta["aggregation"]:  # S3T serves by mean_p_yes: its order state marks it
         return True
     from unlearning.s3t_orders import order_state
 
@@ -178,7 +178,7 @@ def _excluded(version: ModelVersion, affected: set[str], erased: set[bytes]):  #
     """(components kept as they are, the new aggregation, a rewritten APA aggregator or None)."""
     aggregation = version.meta["aggregation"]
     rule = aggregation["rule"]
-    if rule == "s3t":
+    if "s3t" in aggregation:  # rule mean_p_yes over the served stages; the order state marks S3T
         from unlearning.s3t_orders import excluded_aggregation, order_state
 
         new = excluded_aggregation(version, erased)
@@ -204,15 +204,15 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
     exactly the components `clean` has, so a shard still waiting for its own job stays excluded.
     Components without a shard (aggregators) are always brought up to date.
     """
-    from unlearning import methods
-    from unlearning.methods import Plan
+    from unlearning import centroids, methods
     from unlearning.training import build_version, engine_for
 
     config = clean.config
     erased = _erased(receipts)
     with RecordStore.open(ws) as store:
-        records = [r for r in store.records("train") if r.commitment not in erased]
-        plan = methods.plan(config, store.partition, records)
+        # every split: APA's aggregator pools the validation records (plan() picks per method)
+        records = [r for r in store.records() if r.commitment not in erased]
+        plan = methods.plan(config, centroids.version_partition(clean.meta, store.partition), records)
         if shards is not None:
             present = {c.id: c.manifest_root for c in clean.components}
 
@@ -223,7 +223,12 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
 
             kept = [spec for spec in plan.components if wanted(spec)]
             ids = {spec.id for spec in kept}
-            plan = Plan(components=kept, aggregate=[cid for cid in plan.aggregate if cid in ids])
+            plan = replace(plan, components=kept, aggregate=[cid for cid in plan.aggregate if cid in ids])
+            if "s3t" in plan.details:  # the other shards keep serving their truncated orders
+                from unlearning.s3t_orders import order_state
+
+                state = order_state(clean.meta).with_shards(order_state({"aggregation": plan.details}), shards)
+                plan = replace(plan, aggregate=state.active_components(), details={"s3t": state.to_json()})
         engine = engine_for(config, expected_base=clean.meta["base"])
         return build_version(ws, store, clean.name, plan, engine, reuse=clean, progress=progress)
 

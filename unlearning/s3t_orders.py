@@ -73,6 +73,13 @@ class OrderState:
         """Shards with no valid stage left: they must be retrained."""
         return [s.shard for s in self.shards if s.best_order() is None]
 
+    def with_shards(self, other: "OrderState", shards: Iterable[int]) -> "OrderState":
+        """This state with these shards' orders taken from `other` (after a per-shard retrain)."""
+        shards = set(shards)
+        merged = {s.shard: s for s in self.shards if s.shard not in shards}
+        merged |= {s.shard: s for s in other.shards if s.shard in shards}
+        return replace(self, shards=tuple(merged[k] for k in sorted(merged)))
+
     def to_json(self) -> dict:
         return {"slices": self.slices, "shards": [s.to_json() for s in self.shards]}
 
