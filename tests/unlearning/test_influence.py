@@ -1,0 +1,131 @@
+"""Influence-function updates on the tiny model: the HVP operator, the two solvers, and that the
+update moves predictions the way retraining without (or with corrected) records does.
+
+The records put two subjects' answers all on "Yes" (the rule gives about a third Yes), so
+removing them shifts what the adapter should predict by far more than the tiny model's
+training noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ledger.errors import BadInput
+from unlearning.checkpoint import TrainingState
+from unlearning.config import TrainConfig
+from unlearning.engine import Engine
+from unlearning.influence import Quadratic, SolverSettings, eager_attention, influence_update, solve_adam
+from unlearning.models import load_base
+from unlearning.records import Record
+from tests.conftest import make_records
+
+CONFIG = TrainConfig(base="tiny", lr=0.03, batch_size=4, lora_dropout=0.05, seed=3, threads=1)
+FORGET = {"user0", "user1"}
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    records = [Record(r.record_id, r.subject_id, r.prompt, "Yes") if r.subject_id in FORGET else r
+               for r in make_records(subjects=8, per_subject=4)]
+    engine = Engine(load_base("tiny"), CONFIG)
+    examples = engine.encode(records)
+    trained = engine.train(engine.initial_state(), examples, 4 * len(examples), "influence")
+    old = [e for r, e in zip(records, examples, strict=True) if r.subject_id in FORGET]
+    return engine, records, examples, trained, old
+
+
+def flat(delta: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([delta[k].reshape(-1) for k in sorted(delta)])
+
+
+def test_hvp_is_the_derivative_of_the_gradient(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, examples, trained, old = setup
+    was_training = engine.model.training
+    with eager_attention(engine):
+        assert not engine.model.training and engine.base.model.config._attn_implementation == "eager"
+        q = Quadratic(engine, trained.lora, examples, damping=0.0)
+        v = torch.randn(sum(p.numel() for p in q.params), generator=torch.Generator().manual_seed(0))
+        hv = q.hvp(v, examples[:8])
+
+        def gradient(shift: float) -> torch.Tensor:
+            with torch.no_grad():
+                for p, x in zip(q.params, torch.split(shift * v, [p.numel() for p in q.params]), strict=True):
+                    p.add_(x.view_as(p))
+            g = q.token_loss_gradient(examples[:8])
+            with torch.no_grad():
+                for p, x in zip(q.params, torch.split(shift * v, [p.numel() for p in q.params]), strict=True):
+                    p.sub_(x.view_as(p))
+            return g / sum(len(e.answer_ids) for e in examples[:8])
+
+        eps = 1e-3
+        finite = (gradient(eps) - gradient(-eps)) / (2 * eps)
+    # central differences in fp32: agreement to 1 % of the HVP's norm
+    assert (hv - finite).norm() / hv.norm() < 1e-2
+    assert engine.model.training == was_training and engine.base.model.config._attn_implementation == "sdpa"
+
+
+def test_adam_reaches_the_conjugate_gradient_solution(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, examples, trained, old = setup
+    # damping 1.0 keeps the system well conditioned, so 80 mini-batch steps suffice here
+    cg = influence_update(engine, trained.lora, examples, old, [],
+                          SolverSettings(solver="cg", damping=1.0, steps=100, tolerance=1e-6))
+    adam = influence_update(engine, trained.lora, examples, old, [],
+                            SolverSettings(solver="adam", damping=1.0, steps=80, batch_size=8))
+    assert cg.relative_residual < 1e-5
+    assert adam.hvp_examples >= 80 * 8 and cg.gradient_examples == len(old)
+    distance = (flat(adam.delta) - flat(cg.delta)).norm() / flat(cg.delta).norm()
+    assert distance < 0.05, f"Adam is {distance:.3f} (relative) from the CG solution"
+    assert adam.relative_residual < 0.05
+    report = adam.report()
+    assert report["solver"]["damping"] == "1.0" and report["oldExamples"] == len(old)
+    assert all(not isinstance(v, float) for v in report.values())  # canonical JSON takes no floats
+
+
+def test_removal_moves_forget_predictions_towards_a_warm_started_retrain(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, records, examples, trained, old = setup
+    keep = [e for r, e in zip(records, examples, strict=True) if r.subject_id not in FORGET]
+    solution = influence_update(engine, trained.lora, examples, old, [],
+                                SolverSettings(solver="cg", damping=0.1, steps=100, tolerance=1e-4))
+    updated = {k: v + solution.delta[k] for k, v in trained.lora.items()}
+    # what the influence function approximates: training continued from the adapter without the
+    # records (full-batch Adam, so the reference carries no mini-batch noise)
+    warm = Engine(load_base("tiny"), replace(CONFIG, lr=0.01, batch_size=len(keep)))
+    start = TrainingState(lora=trained.lora, optimizer=None, scheduler=None, rng=trained.rng, step=0)
+    retrained = warm.train(start, keep, 20 * len(keep), "warm-start")
+
+    def p_forget(lora: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.tensor(engine.p_yes(lora, [e.prompt_ids for e in old]))
+
+    before, after, reference = p_forget(trained.lora), p_forget(updated), p_forget(retrained.lora)
+    assert reference.mean() < before.mean() - 0.05  # the reference really moved
+    assert (after - reference).abs().mean() < (before - reference).abs().mean() - 0.01
+    assert after.mean() < before.mean()
+
+
+def test_response_correction_moves_towards_the_new_answer(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, records, examples, trained, old = setup
+    record = next(r for r in records if r.subject_id in FORGET)
+    corrected = engine.encode([replace(record, answer="No")])
+    as_trained = [e for e in examples if e.record_id == record.record_id]
+    solution = influence_update(engine, trained.lora, examples, as_trained, corrected,
+                                SolverSettings(solver="cg", damping=1.0, steps=100, tolerance=1e-4))
+    updated = {k: v + solution.delta[k] for k, v in trained.lora.items()}
+    before, after = (engine.p_yes(lora, [as_trained[0].prompt_ids])[0] for lora in (trained.lora, updated))
+    assert after < before - 1e-3
+    assert solution.added == solution.removed == 1
+
+
+def test_negative_curvature_and_bad_settings_are_refused(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, examples, trained, old = setup
+    with pytest.raises(BadInput, match="negative curvature"):  # H is indefinite at the trained adapter
+        influence_update(engine, trained.lora, examples[:16], old[:4], [],
+                         SolverSettings(solver="cg", damping=0.0, steps=200))
+    with pytest.raises(BadInput, match="unknown solver"):
+        SolverSettings(solver="lbfgs")
+    with eager_attention(engine):
+        q = Quadratic(engine, trained.lora, examples, damping=0.0)
+        with pytest.raises(BadInput, match="positive damping"):
+            solve_adam(q, q.b(old, []), SolverSettings(damping=0.0))
