@@ -4,13 +4,16 @@ Setup (not measured): a scratch workspace with the packaged MovieLens-100K (four
 user), a tiny-base SISA model, certified and registered. Each request erases one training
 record of a shard other than the first, so every exclusion leaves a shard to serve.
 
+The planner and the executor run as `erasure serve` processes, as deployed.
+
 1. Throughput: `requests` erasure requests wait in the topic; a planner starts, and the clock
-   runs from its partition assignment to the moment the last request's `planned` event (sent
-   in the transaction that also carries its jobs) is readable: requests from Kafka to ledger +
+   runs from its joining the group to the moment the last request's `planned` event (sent in
+   the transaction that also carries its jobs) is readable: requests from Kafka to ledger +
    jobs, per second.
-2. Latency: with a planner and one executor running, `load` more requests are sent at `rate`
-   per second; for each, the time from its `requested_at` to its `excluded`, `certified`
-   (exclusion certified and aliased) and `restored` events, as percentiles.
+2. Latency: with the planner and one executor running, `load` more requests are sent at `rate`
+   per second; for each, the time from its `requested_at` to its `excluded` (exclusion version
+   built), `certified` (exclusion certified, registered, aliased) and `restored` (retrained
+   version certified) events, as percentiles.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from consumers.serve import Service
 from consumers.topics import Topics, ensure_topics
-from ledger.errors import BadInput
+from ledger.errors import BadInput, ServiceError
 from ledger.workspace import Workspace
 from producers.producer import RequestProducer
 from producers.schemas import ErasureRequest, OutcomeEvent, parse
@@ -109,12 +114,45 @@ def _requests(records: list[tuple[str, str]], name: str) -> list[ErasureRequest]
                            request_id=f"bench-{uuid.uuid4().hex[:16]}", requester="bench") for subject, record in records]
 
 
-def _wait_assigned(service: Service, role: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not service.assignment().get(role):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the {role} got no partitions")
-        time.sleep(0.05)
+@contextlib.contextmanager
+def _serving(ws: Workspace, kafka: str, mlflow: str, topics: Topics, role: str, window_s: float) -> Iterator[None]:
+    """`erasure serve --role ROLE` as its own process (as deployed), stopped with SIGTERM."""
+    env = {**os.environ, "ERASURE_HOME": str(ws.home), "ERASURE_KAFKA": kafka, "MLFLOW_TRACKING_URI": mlflow}
+    env.pop("ERASURE_KEY_DIR", None)
+    log = ws.home / f"serve-{role}.log"
+    command = [sys.executable, "-c", "from cli.app import main; main()", "serve", "--role", role,
+               "--prefix", topics.prefix, "--window", str(window_s), "--instance", f"bench-{role}"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        group = topics.planner_group if role == "planner" else topics.executor_group
+        _wait_stable(kafka, group, process, log)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_stable(kafka: str, group: str, process: subprocess.Popen, log: Path) -> None:
+    """Until the group has a member with partitions: the process is consuming."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            described = admin.describe_groups([group])[group]
+            if described["group_state"] == "Stable" and described["members"]:
+                return
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                raise ServiceError(f"erasure serve did not join {group}: {' | '.join(tail)}")
+            time.sleep(0.05)
+    finally:
+        admin.close()
 
 
 def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 400, load: int = 150, rate: float = 20.0,
@@ -134,29 +172,20 @@ def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 400, load: i
         burst = _requests(pool[:requests], name)
         with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
             producer.send(burst)
-        planner = Service(ws, "planner", topics, window_s, "bench-planner", kafka).start()
-        _wait_assigned(planner, "planner")
-        t0 = time.monotonic()
-        t1 = events.wait([r.request_id for r in burst], "planned")
-        events.wait([r.request_id for r in burst], "certified")
-
-        executor = Service(ws, "executor", topics, window_s, "bench-executor", kafka).start()
-        _wait_assigned(executor, "executor")
-        events.wait([r.request_id for r in burst], "restored")  # the burst's retrains, before the clock runs
-        paced = []
-        with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
-            start = time.monotonic()
-            for i, record in enumerate(pool[requests:requests + load]):
-                time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                paced += _requests([record], name)  # requested_at: now
-                producer.send(paced[-1:])
-        ids = [r.request_id for r in paced]
-        for status in ("excluded", "certified", "restored"):
-            events.wait(ids, status)
-        for service in (planner, executor):
-            service.stop()
-        for service in (planner, executor):
-            service.wait(WAIT_S)
+        with _serving(ws, kafka, mlflow, topics, "planner", window_s):
+            t0 = time.monotonic()
+            t1 = events.wait([r.request_id for r in burst], "planned")
+            with _serving(ws, kafka, mlflow, topics, "executor", window_s):
+                events.wait([r.request_id for r in burst], "restored")  # the burst's retrains, before the clock runs
+                paced = []
+                with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
+                    start = time.monotonic()
+                    for i, record in enumerate(pool[requests:requests + load]):
+                        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+                        paced += _requests([record], name)  # requested_at: now
+                        producer.send(paced[-1:])
+                for status in ("excluded", "certified", "restored"):
+                    events.wait([r.request_id for r in paced], status)
         events.consumer.close()
         return {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

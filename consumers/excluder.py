@@ -16,7 +16,7 @@ lock; executors retrain a shard only once its requests' exclusion is logged.
 from __future__ import annotations
 
 from consumers import stages
-from consumers.loop import is_transient
+from consumers.loop import Batching, is_transient
 from consumers.stages import Outbox
 from consumers.topics import Topics
 from consumers.versions import Context, excluded_events, finish_exclusion, model_lock, settle
@@ -24,22 +24,12 @@ from ledger.log import open_ledger
 from unlearning.forget import exclude, lookup_receipt, purge
 
 
-class Excluder:
+class Excluder(Batching):
     name = "excluder"
 
     def __init__(self, ctx: Context, topics: Topics) -> None:
+        super().__init__()
         self.ctx, self.topics = ctx, topics
-        self._buffer: list = []
-
-    def take(self, records: list) -> None:
-        self._buffer.extend(records)
-
-    def ready(self, now: float) -> list | None:
-        unit, self._buffer = self._buffer, []
-        return unit or None
-
-    def forget(self, partitions: set) -> None:
-        self._buffer = [r for r in self._buffer if (r.topic, r.partition) not in partitions]
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)

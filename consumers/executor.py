@@ -109,8 +109,9 @@ class Executor:
         todo = self._todo(model, shard, request_ids)
         if not todo:
             return "already restored"
-        with open_ledger(self.ctx.ws) as ledger:
-            if any(ledger.find(stages.excluded_key(r, model)) is None for r in todo):
+        with open_ledger(self.ctx.ws) as ledger:  # an exclusion that failed for good: the retrain is the way out
+            if any(ledger.find(stages.excluded_key(r, model)) is None and ledger.find(stages.failed_key(r)) is None
+                   for r in todo):
                 raise ExclusionPending(f"{model}/{shard}: waiting for the exclusion of its requests")
         with model_lock(self.ctx.ws, model):
             newest = settle(self.ctx, model, outbox)

@@ -60,6 +60,24 @@ class Handler(Protocol):
         """Drop buffered records of partitions this consumer no longer owns."""
 
 
+class Batching:
+    """A handler whose unit of work is everything polled since its previous unit (the planner,
+    the excluder): the longer a unit takes, the more the next one coalesces."""
+
+    def __init__(self) -> None:
+        self._buffer: list = []
+
+    def take(self, records: list) -> None:
+        self._buffer.extend(records)
+
+    def ready(self, now: float) -> list | None:
+        unit, self._buffer = self._buffer, []
+        return unit or None
+
+    def forget(self, partitions: set) -> None:
+        self._buffer = [r for r in self._buffer if (r.topic, r.partition) not in partitions]
+
+
 class ConsumerLoop:
     def __init__(self, handler: Handler, consumer, producer, topic: str) -> None:  # type: ignore[no-untyped-def]
         self.handler, self.consumer, self.producer, self.topic = handler, consumer, producer, topic

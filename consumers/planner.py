@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 
 from consumers import stages
+from consumers.loop import Batching
 from consumers.stages import Outbox
 from consumers.topics import Topics
 from consumers.versions import Context
@@ -33,22 +34,12 @@ from unlearning.records import RecordStore
 from unlearning.secrets import subject_tag
 
 
-class Planner:
+class Planner(Batching):
     name = "planner"
 
     def __init__(self, ctx: Context, topics: Topics) -> None:
+        super().__init__()
         self.ctx, self.topics = ctx, topics
-        self._buffer: list = []
-
-    def take(self, records: list) -> None:
-        self._buffer.extend(records)
-
-    def ready(self, now: float) -> list | None:
-        unit, self._buffer = self._buffer, []
-        return unit or None
-
-    def forget(self, partitions: set) -> None:
-        self._buffer = [r for r in self._buffer if (r.topic, r.partition) not in partitions]
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)

@@ -1,6 +1,6 @@
 """Making model versions from consumers: one writer per model, and crash recovery.
 
-Versions are linear per model (v1, v2, ...), and both the planner (exclusions) and executors
+Versions are linear per model (v1, v2, ...), and both the excluder (exclusions) and executors
 (restores of different shards) make them. A process makes a version only while it holds the
 model's exclusive `flock` (released by the kernel when the process dies), and each new version
 starts from the model's newest one, so no two writers race for a number or lose a change.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -120,8 +121,6 @@ def _remove_dead_drafts(ws: Workspace, name: str) -> None:
 
 def registered(ctx: Context, version: ModelVersion) -> tuple[int, str]:
     """(registry version, certificate sha256) of a published version, from the ledger."""
-    import hashlib
-
     sha = hashlib.sha256((bundle_dir(ctx.ws, version.name, version.version) / ENVELOPE_FILE).read_bytes()).hexdigest()
     with open_ledger(ctx.ws) as ledger:
         entry = stages.read(ledger, f"model_registered/{version.name}/{sha}")
