@@ -1,4 +1,4 @@
-"""`erasure forget | verify | pull`: certified unlearning and its verification."""
+"""`erasure forget | rectify | verify | pull`: certified unlearning and its verification."""
 
 from __future__ import annotations
 
@@ -12,12 +12,31 @@ from ledger.workspace import Workspace
 JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 
 
+APPROXIMATE = typer.Option(False, "--approximate", help="First publish an APPROXIMATE influence-function update "
+                           "(retrain and sisa models); the exact path follows and supersedes it.")
+SOLVER = typer.Option("adam", "--solver", help="With --approximate: adam (mini-batch HVPs) or cg (full-batch "
+                      "conjugate gradients, small adapters).")
+SOLVER_STEPS = typer.Option(200, "--solver-steps", min=1, help="With --approximate: Adam steps or at most this many "
+                            "CG iterations.")
+DAMPING = typer.Option(0.1, "--damping", min=0.0, help="With --approximate: lambda in (H + lambda I) delta = b.")
+
+
+def _settings(approximate: bool, solver: str, steps: int, damping: float):  # type: ignore[no-untyped-def]
+    from unlearning.influence import SolverSettings
+
+    return SolverSettings(solver=solver, steps=steps, damping=damping) if approximate else None
+
+
 def forget(
     name: str = typer.Argument(..., help="Model name."),
     subject: str = typer.Option(..., "--subject", help="Subject id whose data must be forgotten."),
     record: list[str] = typer.Option(None, "--record", help="Forget only these record ids of the subject (repeatable)."),
     request_id: str = typer.Option(None, "--request-id", help="Request id (default: derived from model and subject)."),
     no_retrain: bool = typer.Option(False, "--no-retrain", help="Stop after the certified exclusion version."),
+    approximate: bool = APPROXIMATE,
+    solver: str = SOLVER,
+    solver_steps: int = SOLVER_STEPS,
+    damping: float = DAMPING,
     as_json: bool = JSON_OUT,
 ) -> None:
     """Erase a subject from a model, synchronously.
@@ -29,11 +48,49 @@ def forget(
     """
     from unlearning.forget import forget as run_forget
 
-    result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain)
+    result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain,
+                        approximate=_settings(approximate, solver, solver_steps, damping))
+    _report(name, result, "erased", as_json)
+
+
+def rectify(
+    name: str = typer.Argument(..., help="Model name."),
+    record: str = typer.Option(..., "--record", help="Id of the record to correct."),
+    prompt: str = typer.Option(None, "--prompt", help="The corrected prompt (query modification)."),
+    answer: str = typer.Option(None, "--answer", help="The corrected answer (response correction)."),
+    request_id: str = typer.Option(None, "--request-id", help="Request id (default: derived from model, record "
+                                   "and new content)."),
+    approximate: bool = APPROXIMATE,
+    solver: str = SOLVER,
+    solver_steps: int = SOLVER_STEPS,
+    damping: float = DAMPING,
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Correct a training record, synchronously.
+
+    Replaces the record's content in the record store under a fresh commitment and logs the old
+    commitment like an erasure; certifies an exact exclusion version, retrains the affected
+    shard on the corrected data and certifies that version; then purges every version trained
+    on the old content. Running it again is a no-op.
+    """
+    from unlearning.forget import rectify as run_rectify
+
+    result = run_rectify(Workspace.from_env(), name, record, prompt, answer, request_id,
+                         approximate=_settings(approximate, solver, solver_steps, damping))
+    _report(name, result, "replaced", as_json)
+
+
+def _report(name: str, result, what: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     if as_json:
         print_json(result.to_json())
         return
-    typer.echo(f"request {result.request_id}: {result.commitments} records erased")
+    typer.echo(f"request {result.request_id}: {result.commitments} records {what}")
+    if result.approximate_version is not None:
+        residuals = ", ".join(f"{cid} residual {r['relativeResidual']}" for cid, r in result.approximation.items())
+        typer.echo(f"approximate version models:/{name}/{result.approximate_version} APPROXIMATE, no alias "
+                   f"({residuals}; {result.timings['approximate_s']:.1f} s)")
+    if result.approximate_error is not None:
+        typer.echo(f"approximate update not published: {result.approximate_error}")
     if result.excluded_version is not None:
         typer.echo(f"excluded version  models:/{name}/{result.excluded_version} certified "
                    f"({result.timings['excluded_s']:.1f} s)")
@@ -64,6 +121,8 @@ def verify(
         for c in result.checks:
             typer.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.check:20} {c.detail}")
         typer.echo(f"{'verified' if result.verified else 'NOT VERIFIED'}: claim {result.claim or '-'}")
+        if result.claim == "APPROXIMATE":
+            typer.echo(f"APPROXIMATE: {result.predicate.approximation.get('doesNotGuarantee', '')}")
     if not result.verified:
         failed = next((c for c in result.checks if not c.ok), None)
         if failed is not None:
@@ -94,5 +153,6 @@ def pull(
 
 def register(app: typer.Typer) -> None:
     app.command()(forget)
+    app.command()(rectify)
     app.command()(verify)
     app.command()(pull)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ledger.canonical import canonical_json, parse_canonical
 from ledger.dsse import sign_envelope, verify_envelope
@@ -62,8 +62,9 @@ class ComponentClaim(_Strict):
     slice: int | None
     # trained: new in this version; kept: taken over unchanged from the parent version;
     # retrained: rebuilt after an erasure (resumedFrom names the clean checkpoint, None = scratch);
-    # deactivated: S3T groups restored to their data-independent init from some position on
-    action: Literal["trained", "kept", "retrained", "deactivated"]
+    # deactivated: S3T groups restored to their data-independent init from some position on;
+    # updated: moved by an approximate (influence-function) update, never under an EXACT claim
+    action: Literal["trained", "kept", "retrained", "deactivated", "updated"]
     resumedFrom: str | None = None
     manifest: ManifestRef
     ledgerIndex: int | None = Field(None, ge=0)  # its component_trained entry, cited in `ledger`
@@ -107,6 +108,15 @@ class Predicate(_Strict):
     build: dict[str, Any]
     approximation: dict[str, Any] | None = None  # solver, residual, what it does not guarantee
     ledger: LedgerEvidence
+
+    @model_validator(mode="after")
+    def _claim_matches(self) -> "Predicate":
+        """An EXACT claim has no approximation and no updated component; APPROXIMATE says what it is."""
+        if self.claim == "EXACT" and (self.approximation is not None or any(c.action == "updated" for c in self.components)):
+            raise ValueError("an EXACT claim cannot carry an approximation or an updated component")
+        if self.claim == "APPROXIMATE" and not self.approximation:
+            raise ValueError("an APPROXIMATE claim must state its approximation")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

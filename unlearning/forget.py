@@ -28,9 +28,11 @@ from ledger.errors import BadInput, ServiceError, VerificationFailed
 from ledger.log import Ledger, open_ledger
 from ledger.manifest import Manifest
 from ledger.workspace import Workspace
+from unlearning.approximate import check_supported, influence_version, is_approximate, latest_exact
 from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
+from unlearning.influence import SolverSettings
 from unlearning.model_store import ModelStore, ModelVersion
-from unlearning.records import RecordStore
+from unlearning.records import Record, RecordStore, StoredRecord
 from unlearning.registry import Registry, RegisteredVersion, fetch
 from unlearning.secrets import subject_tag
 from unlearning.verify import trust_for, verify_registered
@@ -248,10 +250,21 @@ def _lineage(parent: ModelVersion, child: ModelVersion) -> tuple[dict[str, str],
 
 
 def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: list[Receipt],
-            parent: ModelVersion | None = None) -> RegisteredVersion:
-    """Certify, register, verify the registered copy, then move the `certified` alias to it."""
+            parent: ModelVersion | None = None, approximation: dict | None = None) -> RegisteredVersion:
+    """Certify, register, verify the registered copy, then move the `certified` alias to it.
+
+    With `approximation` (an influence update of `parent`) the claim is APPROXIMATE: the
+    changed components are `updated`, not retrained, and the version gets no alias. An EXACT
+    version supersedes every approximate one whose requests its certificate covers.
+    """
+    if approximation is None and is_approximate(version):
+        raise VerificationFailed(f"{version.name} v{version.version} is an approximate update: it is never certified EXACT")
     actions, resumed, removed = _lineage(parent, version) if parent else ({}, {}, [])
-    bundle = certify(ws, version, receipts, actions, resumed, removed)
+    if approximation is not None:
+        actions = {cid: "updated" if action == "retrained" else action for cid, action in actions.items()}
+        resumed = {}
+    bundle = certify(ws, version, receipts, actions, resumed, removed,
+                     claim="EXACT" if approximation is None else "APPROXIMATE", approximation=approximation)
     predicate = certified_predicate(bundle, ws)
     envelope_sha = hashlib.sha256((bundle / ENVELOPE_FILE).read_bytes()).hexdigest()
     with open_ledger(ws) as ledger:
@@ -266,9 +279,27 @@ def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: 
         raise VerificationFailed(f"registered v{registered.version} failed {failed.check}: {failed.detail}")
     if predicate.claim == "EXACT":
         registry.move_alias(ws, registered)
+        _supersede_approximations(ws, registry, registered, {e.requestId for e in predicate.erasures})
     else:
         registry.set_status(registered, "approximate")
     return registry.get(registered.name, registered.version)
+
+
+def _supersede_approximations(ws: Workspace, registry: Registry, exact: RegisteredVersion, handled: set[str]) -> None:
+    """Mark every registered approximate version whose requests `exact` handles as superseded
+    (and log it: the purge that follows deletes the version from the registry)."""
+    for other in registry.versions(exact.name):
+        if other.status != "approximate":
+            continue
+        with fetch(registry, other) as tmp:
+            requests = {r["requestId"] for r in certified_predicate(Path(tmp) / "bundle", ws).approximation["requests"]}
+        if requests <= handled:
+            registry.set_status(other, "superseded")
+            with open_ledger(ws) as ledger:
+                ledger.append("version_superseded", {
+                    "model": exact.name, "registry_version": other.version, "version": other.local_version,
+                    "claim": "APPROXIMATE", "by_registry_version": exact.version, "requests": sorted(requests),
+                }, natural_key=f"version_superseded/{exact.name}/registry/{other.version}")
 
 
 def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt], local: bool = True) -> list[int]:
@@ -301,34 +332,147 @@ def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt],
 class ForgetResult:
     request_id: str
     commitments: int
-    excluded_version: int | None = None  # registry version numbers
+    approximate_version: int | None = None  # registry version numbers
+    excluded_version: int | None = None
     restored_version: int | None = None
     purged_versions: list[int] = field(default_factory=list)  # local version numbers
     timings: dict[str, float] = field(default_factory=dict)
+    approximation: dict = field(default_factory=dict)  # per updated component: solver report
+    approximate_error: str | None = None  # why no approximate version was published
 
     def to_json(self) -> dict:
         return {"request_id": self.request_id, "commitments": self.commitments,
+                "approximate_version": self.approximate_version, "approximation": self.approximation,
+                "approximate_error": self.approximate_error,
                 "excluded_version": self.excluded_version, "restored_version": self.restored_version,
                 "purged_versions": self.purged_versions, "timings": self.timings}
 
 
 def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | None = None,
-           request_id: str | None = None, retrain: bool = True, progress=None) -> ForgetResult:  # type: ignore[no-untyped-def]
-    """The synchronous path of design §2 (the event pipeline runs the same steps)."""
+           request_id: str | None = None, retrain: bool = True, progress=None,  # type: ignore[no-untyped-def]
+           approximate: SolverSettings | None = None) -> ForgetResult:
+    """The synchronous path of design §2 (the event pipeline runs the same steps).
+
+    With `approximate`, an influence-function update of the served adapters is published first
+    (APPROXIMATE, from the records held in memory after the store shredded them); the exact
+    path always follows and supersedes it.
+    """
     start = time.monotonic()
-    models = ModelStore(ws)
-    current = models.get(name)  # BadInput for unknown models, before anything is logged
+    current = latest_exact(ws, name)  # BadInput for unknown models, before anything is logged
     registry = Registry.for_workspace(ws)
     request_id = request_id or default_request_id(ws, name, subject_id, record_ids)
+    held = []  # the records as trained, for the approximate update (a repeated request has none left)
     if lookup_receipt(ws, request_id) is None:
         with RecordStore.open(ws) as store:
             store.commitments_of(subject_id, record_ids)  # BadInput for unknown subjects, before any effect
-    if not (bundle_dir(ws, name, current.version) / ENVELOPE_FILE).exists():
-        publish(ws, registry, current, [])  # trained without a registry at hand: certify it first
+            if approximate is not None:
+                _check_approximate(current, retrain)
+                held = [r for r in store.records("train")
+                        if r.subject_id == subject_id and (not record_ids or r.record_id in record_ids)]
+    _certify_first(ws, registry, current)
     receipt = receive(ws, request_id, subject_id, record_ids, model=name)
     result = ForgetResult(request_id, len(receipt.commitments))
     result.timings["received_s"] = round(time.monotonic() - start, 3)
+    if held:
+        _approximate(ws, registry, current, held, [], receipt, approximate, result, start)
+    return _exact(ws, registry, current, receipt, result, start, retrain, progress)
 
+
+def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None, answer: str | None = None,
+            request_id: str | None = None, progress=None,  # type: ignore[no-untyped-def]
+            approximate: SolverSettings | None = None) -> ForgetResult:
+    """Correct a record (query modification: a new prompt; response correction: a new answer).
+
+    The record store replaces its content under a fresh commitment; the old commitment is
+    logged like an erasure, so the exact path (exclusion, retrain of the affected shard on the
+    corrected data, purge) is the erasure's. With `approximate`, an influence update from the
+    old to the new content is published first, as in `forget`.
+    """
+    from unlearning.training import engine_for
+
+    start = time.monotonic()
+    current = latest_exact(ws, name)
+    registry = Registry.for_workspace(ws)
+    if prompt is None and answer is None:
+        raise BadInput("nothing to rectify: give a new prompt, a new answer or both")
+    with RecordStore.open(ws) as store:
+        old = store.record(record_id)  # BadInput for unknown records
+    new = Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
+                 old.answer if answer is None else answer)
+    request_id = request_id or _rectify_request_id(ws, name, new)
+    receipt = lookup_receipt(ws, request_id)
+    if receipt is None:
+        if (new.prompt, new.answer) == (old.prompt, old.answer):
+            raise BadInput(f"record {record_id!r} already has this prompt and answer: nothing to rectify")
+        engine_for(current.config).encode([new])  # BadInput (too long, empty answer) before any effect
+        if approximate is not None:
+            _check_approximate(current, retrain=True)
+    elif old.commitment.hex() not in receipt.commitments and (new.prompt, new.answer) != (old.prompt, old.answer):
+        raise BadInput(f"request {request_id} was logged for earlier content of record {record_id!r}: "
+                       "pass a new --request-id")
+    _certify_first(ws, registry, current)
+    receipt = _receive_rectification(ws, request_id, old, new, name, receipt)
+    result = ForgetResult(request_id, len(receipt.commitments))
+    result.timings["received_s"] = round(time.monotonic() - start, 3)
+    if approximate is not None and old.commitment.hex() in receipt.commitments:  # the old content is at hand
+        _approximate(ws, registry, current, [old], [new], receipt, approximate, result, start)
+    return _exact(ws, registry, current, receipt, result, start, retrain=True, progress=progress)
+
+
+def _rectify_request_id(ws: Workspace, model: str, new: Record) -> str:
+    """Deterministic per (model, record, new content), keyed so it reveals no content."""
+    scope = json.dumps([model, subject_tag(ws, new.subject_id), new.record_id,
+                        subject_tag(ws, new.canonical_bytes().decode("utf-8"))])
+    return "rectify-" + hashlib.sha256(scope.encode()).hexdigest()[:24]
+
+
+def _receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record, model: str,
+                           receipt: Receipt | None) -> Receipt:
+    """Log the request with the old commitment, then replace the record's content (idempotent:
+    a request logged before is completed if its record still has the old commitment)."""
+    with open_ledger(ws) as ledger, RecordStore.open(ws) as store:
+        if receipt is None:
+            fields = [f for f in ("prompt", "answer") if getattr(new, f) != getattr(old, f)]
+            index = ledger.append("request_received", {
+                "request_id": request_id, "kind": "rectify_record", "subject_tag": subject_tag(ws, old.subject_id),
+                "model": model, "commitments": [old.commitment.hex()], "fields": fields, "source": {"via": "cli"},
+            }, natural_key=f"request/{request_id}")
+            receipt = Receipt(request_id, (old.commitment.hex(),), index)
+        if old.commitment.hex() in receipt.commitments:  # the ledger holds the old commitment: replace it
+            store.rectify_record(old.record_id, new.prompt, new.answer)
+    return receipt
+
+
+def _check_approximate(version: ModelVersion, retrain: bool) -> None:
+    check_supported(version)
+    if not retrain:
+        raise BadInput("an approximate update is always followed by the exact retrain: drop --no-retrain")
+
+
+def _certify_first(ws: Workspace, registry: Registry, current: ModelVersion) -> None:
+    if not (bundle_dir(ws, current.name, current.version) / ENVELOPE_FILE).exists():
+        publish(ws, registry, current, [])  # trained without a registry at hand: certify it first
+
+
+def _approximate(ws: Workspace, registry: Registry, current: ModelVersion, old: list[StoredRecord],
+                 new: list[Record], receipt: Receipt, settings: SolverSettings, result: ForgetResult,
+                 start: float) -> None:
+    try:
+        update = influence_version(ws, current, old, new, [receipt], settings)
+    except BadInput as err:  # the request is logged and its records are gone: the exact path must still run
+        result.approximate_error = str(err)
+        return
+    if update is None:  # no served adapter was trained on the records
+        return
+    result.approximate_version = publish(ws, registry, update.version, [], parent=current,
+                                         approximation=update.approximation).version
+    result.approximation = {cid: s.report() for cid, s in update.solutions.items()}
+    result.timings["approximate_s"] = round(time.monotonic() - start, 3)
+
+
+def _exact(ws: Workspace, registry: Registry, current: ModelVersion, receipt: Receipt, result: ForgetResult,
+           start: float, retrain: bool, progress) -> ForgetResult:  # type: ignore[no-untyped-def]
+    """Exclusion, retrain and purge for one logged request (shared by erasure and rectification)."""
     if affected_components(current, [receipt]):
         excluded = exclude(ws, current, [receipt])
         if excluded is not None:
@@ -339,7 +483,7 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
             restored = restore(ws, current, [receipt], progress=progress)
             result.restored_version = publish(ws, registry, restored, [receipt], parent=current).version
             result.timings["restored_s"] = round(time.monotonic() - start, 3)
-    result.purged_versions = purge(ws, registry, name, [receipt])
+    result.purged_versions = purge(ws, registry, current.name, [receipt])
     result.timings["total_s"] = round(time.monotonic() - start, 3)
     return result
 
@@ -364,4 +508,4 @@ def registry_unready(ws: Workspace) -> str | None:
 
 
 __all__ = ["ForgetResult", "Request", "affected_components", "exclude", "forget", "lookup_receipt", "publish", "registry_unready",
-           "purge", "receive", "receive_many", "register_trained", "restore"]
+           "purge", "receive", "receive_many", "rectify", "register_trained", "restore"]

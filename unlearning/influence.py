@@ -52,12 +52,15 @@ class SolverSettings:
     batch_size: int = 16  # examples per mini-batch HVP (Adam)
     tolerance: float = 1e-6  # CG: stop once the relative residual is below this
     seed: int = 0  # mini-batch sampling
+    # a solve that leaves more than this relative residual (δ = 0 leaves 1) is not an update
+    max_residual: float = 0.5
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise BadInput(f"unknown solver {self.solver!r} (one of {', '.join(SOLVERS)})")
-        if self.damping < 0 or self.steps < 1 or self.lr <= 0 or self.batch_size < 1 or self.tolerance <= 0:
-            raise BadInput("damping must be >= 0; steps, lr, batch_size and tolerance must be positive")
+        if (self.damping < 0 or self.steps < 1 or self.lr <= 0 or self.batch_size < 1 or self.tolerance <= 0
+                or self.max_residual <= 0):
+            raise BadInput("damping must be >= 0; steps, lr, batch_size, tolerance and max_residual must be positive")
 
     def to_json(self) -> dict:
         """Float-free (certificates are canonical JSON): numbers that may be fractional as strings."""

@@ -185,12 +185,8 @@ class RecordStore:
             for record in records:
                 if record.subject_id not in keys:
                     keys[record.subject_id] = AESGCM(self._data_key(record.subject_id))
-                salt = secrets.token_bytes(32)
-                nonce = secrets.token_bytes(12)
-                plaintext = canonical_json({"prompt": record.prompt, "answer": record.answer, "salt": salt.hex()})
-                ciphertext = keys[record.subject_id].encrypt(nonce, plaintext, _aad(record.record_id, record.subject_id))
                 split = self.partition.split(record.subject_id)
-                rows.append((record.record_id, record.subject_id, split, commitment(salt, record), nonce, ciphertext))
+                rows.append((record.record_id, record.subject_id, split, *_seal(keys[record.subject_id], record)))
             self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
@@ -205,17 +201,9 @@ class RecordStore:
     def records(self, split: str | None = None) -> list[StoredRecord]:
         """Decrypted records, sorted by record id (optionally of one split)."""
         _check_split(split)
-        query = (
-            "SELECT r.record_id, r.subject_id, r.split, r.commitment, r.nonce, r.ciphertext, k.data_key "
-            "FROM records r JOIN keys.subject_keys k USING (subject_id)"
-        )
-        rows = self._db.execute(query + (" WHERE r.split = ?" if split else "") + " ORDER BY r.record_id",
+        rows = self._db.execute(_SELECT + (" WHERE r.split = ?" if split else "") + " ORDER BY r.record_id",
                                 (split,) if split else ())
-        out = []
-        for record_id, subject_id, row_split, commit, nonce, ciphertext, data_key in rows:
-            fields = json.loads(AESGCM(data_key).decrypt(nonce, ciphertext, _aad(record_id, subject_id)))
-            out.append(StoredRecord(record_id, subject_id, fields["prompt"], fields["answer"], row_split, commit))
-        return out
+        return [_open(*row) for row in rows]
 
     def subjects(self, split: str | None = None) -> list[str]:
         _check_split(split)
@@ -283,6 +271,30 @@ class RecordStore:
                 "DELETE FROM keys.subject_keys WHERE subject_id = ? "
                 "AND NOT EXISTS (SELECT 1 FROM records WHERE subject_id = ?)", [(s, s) for s in subjects])
 
+    def record(self, record_id: str) -> StoredRecord:
+        """One decrypted record; BadInput if the store does not hold it."""
+        row = self._db.execute(_SELECT + " WHERE r.record_id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise BadInput(f"unknown record {record_id!r}: the record store does not hold it")
+        return _open(*row)
+
+    def rectify_record(self, record_id: str, prompt: str | None = None, answer: str | None = None) -> tuple[bytes, bytes]:
+        """Replace a record's prompt and/or answer in one transaction, with a fresh salt (so a
+        fresh commitment) and nonce; the old ciphertext and salt are overwritten (secure_delete).
+        Returns (old commitment, new commitment); BadInput if nothing would change."""
+        with self._transaction():
+            old = self.record(record_id)
+            new = Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
+                         old.answer if answer is None else answer)
+            if any(not isinstance(v, str) or not v.strip() for v in (new.prompt, new.answer)):
+                raise BadInput(f"record {record_id!r}: prompt and answer must be non-empty strings")
+            if (new.prompt, new.answer) == (old.prompt, old.answer):
+                raise BadInput(f"record {record_id!r} already has this prompt and answer: nothing to rectify")
+            fresh, nonce, ciphertext = _seal(AESGCM(self._data_key(old.subject_id)), new)
+            self._db.execute("UPDATE records SET commitment = ?, nonce = ?, ciphertext = ? WHERE record_id = ?",
+                             (fresh, nonce, ciphertext, record_id))
+        return old.commitment, fresh
+
     def add_provenance(self, rows: Iterable[Provenance]) -> None:
         with self._transaction():
             self._db.executemany(
@@ -298,6 +310,23 @@ class RecordStore:
                 "SELECT * FROM provenance WHERE commitment = ? ORDER BY model, version", (c,)
             )]
         return out
+
+
+_SELECT = ("SELECT r.record_id, r.subject_id, r.split, r.commitment, r.nonce, r.ciphertext, k.data_key "
+           "FROM records r JOIN keys.subject_keys k USING (subject_id)")
+
+
+def _seal(key: AESGCM, record: Record) -> tuple[bytes, bytes, bytes]:
+    """(commitment, nonce, ciphertext) of a record under a fresh salt and nonce."""
+    salt, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
+    plaintext = canonical_json({"prompt": record.prompt, "answer": record.answer, "salt": salt.hex()})
+    return commitment(salt, record), nonce, key.encrypt(nonce, plaintext, _aad(record.record_id, record.subject_id))
+
+
+def _open(record_id: str, subject_id: str, split: str, commit: bytes, nonce: bytes, ciphertext: bytes,
+          data_key: bytes) -> StoredRecord:
+    fields = json.loads(AESGCM(data_key).decrypt(nonce, ciphertext, _aad(record_id, subject_id)))
+    return StoredRecord(record_id, subject_id, fields["prompt"], fields["answer"], split, commit)
 
 
 def _aad(record_id: str, subject_id: str) -> bytes:
