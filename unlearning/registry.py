@@ -63,9 +63,10 @@ def parse_target(target: str) -> tuple[str, str | None, int | None]:
 class Registry:
     def __init__(self, tracking_uri: str) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # per-call INFO chatter
         import mlflow
         from mlflow import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets INFO on import
 
         # proxied artifact URIs (mlflow-artifacts:/) resolve through the global tracking URI
         mlflow.set_tracking_uri(tracking_uri)
