@@ -19,6 +19,3 @@ def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
 
-
-def not_yet(feature: str) -> NoReturn:
-    fail(f"{feature} is not implemented yet", code=2)

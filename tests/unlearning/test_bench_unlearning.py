@@ -1,0 +1,83 @@
+"""`erasure bench unlearning --preset tiny`: the CI smoke test of the method comparison.
+
+Runs the command as a user would (in-process) and checks its outputs: the documented columns,
+every method and workload present, the exactness columns passing. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from unlearning.bench_report import PLOTS
+from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, WORKLOADS, bench_records, workloads
+from unlearning.partition import Partition
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "unlearning"
+    result = CliRunner().invoke(app, ["bench", "unlearning", "--preset", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+@pytest.mark.assets
+def test_tiny_preset_writes_results_summary_and_plots(tiny_run):
+    out, result = tiny_run
+    data = json.loads((out / "results.json").read_text())
+    assert data["complete"] and data["preset"] == "tiny"
+    assert {"torch", "device", "threads"} <= data["environment"].keys()
+    rows = data["rows"]
+    assert all(tuple(sorted(row)) == tuple(sorted(ROW_FIELDS)) for row in rows)
+
+    preset = PRESETS["tiny"]
+    steps = {"train": 1, "w1": preset.sequential, "w2": 1, "w3": preset.subjects}
+    assert Counter((r["method"], r["workload"]) for r in rows) == {
+        (m, w): n for m in METHODS for w, n in steps.items()}
+    for row in rows:
+        assert row["auc"] is not None and row["storage_bytes"] > 0
+        assert row["distance_to_retrain"] == 0 if row["method"] == "retrain" else row["distance_to_retrain"] >= 0
+        if row["method"].startswith("s3t"):
+            assert len(row["s3t_prefixes"]) == preset.shards
+        if row["workload"] != "train":
+            assert row["unlearn_s"] >= row["compliance_s"] > 0
+            assert (row["s3t_retrains_forced"] is not None) == row["method"].startswith("s3t")
+
+    # the exactness columns pass wherever they were checked, and were checked for every method that can fail them
+    for column, methods in (("exact_retrained", set(METHODS) - {"retrain"}), ("exact_s3t_active", {"s3t-b1", "s3t-bL"})):
+        checked = [r for r in rows if r[column] is not None]
+        assert all(r[column] is True for r in checked), column
+        assert {r["method"] for r in checked} == methods, column
+
+    summary = (out / "summary.md").read_text()
+    assert "(complete)" in summary and "speed-up vs retrain" in summary and "ΔAUC vs retrain" in summary
+    assert all(f"| {m} |" in summary for m in METHODS)
+    assert summary in result.stdout
+    for plot in PLOTS:
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.assets
+def test_request_streams_depend_only_on_the_seed_and_the_records():
+    preset = PRESETS["tiny"]
+    partition = Partition(b"erasure benchmark partition key.")
+    train = [r for r in bench_records(preset) if partition.split(r.subject_id) == "train"]
+    first, again, reordered = (workloads(preset, 0, t) for t in (train, list(train), train[::-1]))
+    assert first == again == reordered
+    assert workloads(preset, 1, train) != first
+    assert set(first) == set(WORKLOADS)
+    assert sum(e.records for e in first["w2"]) == round(0.05 * len(train))
+    assert all(len(e.requests) == 1 and e.records == 1 for e in first["w1"])
+
+
+def test_unknown_preset_and_method_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["bench", "unlearning", "--preset", "huge", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown preset 'huge'" in bad.stderr
+    bad = runner.invoke(app, ["bench", "unlearning", "--methods", "retrain,lora", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown method or workload 'lora'" in bad.stderr

@@ -1,0 +1,250 @@
+"""summary.md and PNG plots of `erasure bench unlearning` results (pure functions of results.json).
+
+Means are over seeds and steps; "after the last request" takes each seed's last step. Speed-ups
+are retrain's mean over the method's mean, per workload, in wall seconds and in sample-level
+forward+backward passes (the hardware-neutral count). The "where methods lose" list is derived
+from the same numbers, so a regression shows up there without anyone writing it down.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from statistics import mean
+
+PLOTS = ("auc_vs_erasures.png", "unlearning_cost.png", "compliance_vs_utility.png")
+WORKLOAD_TITLES = {"w1": "W1 sequential single records", "w2": "W2 one batch of 5 %", "w3": "W3 subjects"}
+LOSS_MARGIN = 0.01  # AUC below retrain by more than this is reported as a loss
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return mean(present) if present else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}g}" if abs(value) >= 1 or value == 0 else f"{value:.{digits}f}"
+
+
+def _verdict(values: Iterable[bool | None]) -> str:
+    checked = [v for v in values if v is not None]
+    if not checked:
+        return "n/a"
+    return "pass" if all(checked) else f"FAIL ({checked.count(False)}/{len(checked)})"
+
+
+def _by(rows: Sequence[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in keys)].append(row)
+    return groups
+
+
+def _last_per_seed(rows: Sequence[dict]) -> dict[int, dict]:
+    last: dict[int, dict] = {}
+    for row in rows:
+        if row["seed"] not in last or row["step"] > last[row["seed"]]["step"]:
+            last[row["seed"]] = row
+    return last
+
+
+def _methods(result: dict) -> list[str]:
+    present = {r["method"] for r in result["rows"]}
+    return [m for m in result["settings"]["methods"] if m in present]
+
+
+def workload_stats(result: dict, workload: str) -> dict[str, dict]:
+    """Per method: the summary numbers of one workload."""
+    rows = [r for r in result["rows"] if r["workload"] == workload]
+    per_method = _by(rows, "method")
+    reference = per_method.get(("retrain",), [])
+    ref_s, ref_grad = _mean(r["unlearn_s"] for r in reference), _mean(r["grad_samples"] for r in reference)
+    ref_last = {seed: row["auc"] for seed, row in _last_per_seed(reference).items()}
+    out = {}
+    for (method,), group in per_method.items():
+        last = _last_per_seed(group)
+        seconds, grad = _mean(r["unlearn_s"] for r in group), _mean(r["grad_samples"] for r in group)
+        deltas = [row["auc"] - ref_last[s] for s, row in last.items()
+                  if row["auc"] is not None and ref_last.get(s) is not None]
+        out[method] = {
+            "steps": len(group) // max(1, len(last)), "unlearn_s": seconds,
+            "speedup": ref_s / seconds if ref_s and seconds else None,
+            "grad_samples": grad, "grad_speedup": ref_grad / grad if ref_grad and grad else None,
+            "compliance_s": _mean(r["compliance_s"] for r in group),
+            "restored_s": _mean(r["restored_s"] for r in group),
+            "auc": _mean(r["auc"] for r in group),
+            "auc_last": _mean(row["auc"] for row in last.values()),
+            "auc_delta": _mean(deltas) if deltas else None,
+            "distance": _mean(r["distance_to_retrain"] for r in group),
+            "retrains_forced": sum(r["s3t_retrains_forced"] or 0 for r in group) if method.startswith("s3t") else None,
+            "prefixes_last": [row["s3t_prefixes"] for row in last.values()][0] if method.startswith("s3t") else None,
+            "exact_retrained": _verdict(r["exact_retrained"] for r in group),
+            "exact_s3t_active": _verdict(r["exact_s3t_active"] for r in group),
+        }
+    return out
+
+
+def _training_table(result: dict) -> list[str]:
+    lines = ["| method | train s | fwd+bwd samples | storage MB | inference ms/sample | test AUC | baseline AUC |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    train = _by([r for r in result["rows"] if r["workload"] == "train"], "method")
+    for method in _methods(result):
+        group = train.get((method,))
+        if not group:
+            continue
+        lines.append(f"| {method} | {_fmt(_mean(r['train_s'] for r in group))} "
+                     f"| {_fmt(_mean(r['grad_samples'] for r in group))} "
+                     f"| {_fmt(_mean(r['storage_bytes'] for r in group) / 1e6)} "
+                     f"| {_fmt(_mean(r['inference_ms_per_sample'] for r in group))} "
+                     f"| {_fmt(_mean(r['auc'] for r in group))} | {_fmt(_mean(r['baseline_auc'] for r in group))} |")
+    return lines
+
+
+def _workload_table(result: dict, stats: dict[str, dict]) -> list[str]:
+    lines = ["| method | steps | unlearning s/request | speed-up vs retrain | fwd+bwd samples/request | "
+             "sample speed-up | compliance s | restored s | AUC after last | ΔAUC vs retrain | "
+             "mean abs ΔP(Yes) vs retrain | S3T retrains forced (last prefixes) | exact: retrained = scratch | "
+             "exact: S3T served = stage |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for method in _methods(result):
+        s = stats.get(method)
+        if s is None:
+            continue
+        s3t = f"{s['retrains_forced']} ({s['prefixes_last']})" if s["retrains_forced"] is not None else "n/a"
+        speed = f"{s['speedup']:.1f}x" if s["speedup"] else "n/a"
+        grad_speed = (f"{s['grad_speedup']:.1f}x" if s["grad_speedup"]
+                      else "no retraining" if s["grad_samples"] == 0 else "n/a")
+        delta = f"{s['auc_delta']:+.3f}" if s["auc_delta"] is not None else "n/a"
+        lines.append(f"| {method} | {s['steps']} | {_fmt(s['unlearn_s'])} | {speed} | {_fmt(s['grad_samples'])} "
+                     f"| {grad_speed} | {_fmt(s['compliance_s'])} | {_fmt(s['restored_s'])} | {_fmt(s['auc_last'])} "
+                     f"| {delta} | {_fmt(s['distance'])} | {s3t} | {s['exact_retrained']} | {s['exact_s3t_active']} |")
+    return lines
+
+
+def losses(result: dict) -> list[str]:
+    """Where a method does worse than retrain (or than the heuristic baseline), from the numbers."""
+    notes = []
+    train = {m: g for (m,), g in _by([r for r in result["rows"] if r["workload"] == "train"], "method").items()}
+    ref = train.get("retrain")
+    for method, group in train.items():
+        auc, baseline = _mean(r["auc"] for r in group), _mean(r["baseline_auc"] for r in group)
+        if auc is not None and baseline is not None and auc <= baseline:
+            notes.append(f"{method}: after training, test AUC {auc:.3f} is not above the history-positivity "
+                         f"baseline's {baseline:.3f}")
+        if ref is None or method == "retrain":
+            continue
+        for field, what, factor in (("grad_samples", "training cost (fwd+bwd samples)", 1.2),
+                                    ("inference_ms_per_sample", "inference time per sample", 1.2),
+                                    ("storage_bytes", "storage", 1.5)):
+            mine, theirs = _mean(r[field] for r in group), _mean(r[field] for r in ref)
+            if mine and theirs and mine > factor * theirs:
+                notes.append(f"{method}: {what} {mine / theirs:.1f}x retrain's")
+    for workload in result["settings"]["workloads"]:
+        for method, s in workload_stats(result, workload).items():
+            if method == "retrain":
+                continue
+            if s["auc_delta"] is not None and s["auc_delta"] < -LOSS_MARGIN:
+                notes.append(f"{method}: {workload.upper()} ends {s['auc_delta']:+.3f} AUC below retrain")
+            if s["speedup"] is not None and s["speedup"] < 1:
+                notes.append(f"{method}: {workload.upper()} unlearning is slower than retrain ({s['speedup']:.2f}x)")
+            if "FAIL" in s["exact_retrained"] + s["exact_s3t_active"]:
+                notes.append(f"{method}: {workload.upper()} exactness check FAILED")
+    return notes
+
+
+def write_summary(result: dict, path: Path) -> None:
+    settings, env, data = result["settings"], result.get("environment", {}), result["data"]
+    done = {(r["method"], r["workload"]) for r in result["rows"]}
+    expected = {(m, w) for m in settings["methods"] for w in ["train", *settings["workloads"]]}
+    missing = sorted(expected - done)
+    status = "complete" if result["complete"] else (
+        f"PARTIAL: still running or stopped; {len(result['rows'])} rows so far, not yet measured: "
+        + ", ".join(f"{m}/{w}" for m, w in missing))
+    lines = [
+        f"# Unlearning benchmark, preset `{result['preset']}` ({status})", "",
+        f"Base `{settings['base']}`, {data['train']} training and {data['test']} test records (MovieLens-100K), "
+        f"{settings['shards']} shards x {settings['slices']} slices, {settings['epochs']} epochs, lr {settings['lr']}, "
+        f"batch {settings['batch_size']}, {settings['precision']}, seeds 0..{settings['seeds'] - 1}. "
+        f"torch {env.get('torch')} on {env.get('device')}, {env.get('threads')} threads, "
+        f"{env.get('cpu_count')} CPUs visible. Prompts hold the last {settings['history']} ratings; the base model "
+        f"alone (zero-shot) scores test AUC {_fmt(result.get('zero_shot', {}).get('auc'))}.", "",
+        f"Workloads: W1 = {settings['sequential']} sequential single-record erasures, W2 = one batch of 5 % of the "
+        f"training records, W3 = {settings['subjects']} sequential subject erasures. Unlearning time is everything "
+        "the method does for a request (receive + crypto-shred, exact exclusion, retraining); certification and "
+        "registration are not included (`erasure bench forget`).", "",
+        "## Initial training (one-off cost)", "", *_training_table(result), "",
+    ]
+    for workload in settings["workloads"]:
+        stats = workload_stats(result, workload)
+        if stats:
+            lines += [f"## {WORKLOAD_TITLES[workload]}", "", *_workload_table(result, stats), ""]
+    notes = losses(result)
+    lines += ["## Where methods lose", "", *(f"- {n}" for n in notes or ["nothing beyond the tables' margins"]), ""]
+    path.write_text("\n".join(lines))
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+    """The three PNGs (Agg, no display): AUC vs erasures, unlearning cost per request, time to
+    exact compliance vs utility after the request."""
+    from matplotlib.figure import Figure  # a Figure alone renders with Agg; no pyplot state
+
+    methods, workloads = _methods(result), result["settings"]["workloads"]
+    rows = result["rows"]
+    paths = []
+
+    fig = Figure(figsize=(5 * max(1, len(workloads)), 4), layout="constrained")
+    for ax, workload in zip(fig.subplots(1, max(1, len(workloads)), squeeze=False)[0], workloads, strict=False):
+        for method in methods:
+            mine = [r for r in rows if r["method"] == method and r["workload"] in ("train", workload)]
+            points = _by(mine, "erased_total")
+            xs = sorted(x for (x,) in points)
+            if len(xs) > 1:
+                ax.plot(xs, [_mean(r["auc"] for r in points[(x,)]) for x in xs], marker="o", label=method)
+        baseline = _mean(r["baseline_auc"] for r in rows)
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", linestyle="--", label="history baseline")
+        ax.set(title=WORKLOAD_TITLES[workload], xlabel="records erased", ylabel="test AUC")
+    fig.axes[0].legend(fontsize="small")
+    paths.append(_save(fig, out / PLOTS[0]))
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    seconds_ax, samples_ax = fig.subplots(1, 2)
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        stats = [workload_stats(result, w).get(method, {}) for w in workloads]
+        positions = [k + i * width for k in range(len(workloads))]
+        seconds_ax.bar(positions, [s.get("unlearn_s") or 0 for s in stats], width, label=method)
+        samples_ax.bar(positions, [s.get("grad_samples") or 0 for s in stats], width, label=method)
+    for ax, label in ((seconds_ax, "wall seconds per request"), (samples_ax, "fwd+bwd samples per request")):
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(workloads))], [w.upper() for w in workloads])
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylabel(label)
+    seconds_ax.legend(fontsize="small")
+    fig.suptitle("Unlearning cost per request")
+    paths.append(_save(fig, out / PLOTS[1]))
+
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.subplots()
+    markers = dict(zip(workloads, "os^", strict=False))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    for workload in workloads:
+        for method, s in workload_stats(result, workload).items():
+            if s["compliance_s"] is not None and s["auc"] is not None:
+                ax.scatter(s["compliance_s"], s["auc"], color=colors.get(method, "k"), marker=markers[workload],
+                           label=f"{method} {workload.upper()}")
+    ax.set_xscale("log")
+    ax.set(xlabel="time to exact compliance per request (s)", ylabel="test AUC after the request",
+           title="Compliance time vs utility")
+    ax.legend(fontsize="x-small", ncol=2)
+    paths.append(_save(fig, out / PLOTS[2]))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    fig.savefig(path, dpi=100)
+    return path

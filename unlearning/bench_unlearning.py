@@ -1,0 +1,525 @@
+"""`erasure bench unlearning`: retrain, SISA, APA (D, ND) and S3T (B=1, B=L) on the same data,
+base model, LoRA recipe, seeds and erasure requests (reference §7, design §5).
+
+Per seed, every method trains version 1 in its own workspace (same records, partition key and
+recipe; only the method's own settings differ), then runs each workload on a copy of that
+workspace through the service's own operations, so the time measured is everything the
+method must do for a request:
+
+    receive (ledger entry + crypto-shredding) -> exclude (exact, no training) -> restore
+
+- retrain: no exclusion leaves anything to serve, so compliance comes with the full retrain;
+- SISA, APA: the exclusion drops the affected shards; the restore retrains them (SISA from
+  the last clean slice checkpoint, APA from scratch plus that adapter's validation column);
+- S3T: the exclusion truncates the orders and serves each shard's longest valid prefix; only
+  shards with no valid order left are retrained ("retrains forced").
+
+Certification and registration are left out: they cost the same for every method, and
+`erasure bench forget` times them. Workloads, drawn by HMAC(seed, record id) and identical for
+every method: W1 sequential single-record erasures, W2 one batch of 5 % of the training
+records, W3 sequential subject erasures (all records of a subject).
+
+Exactness columns: on the first request of a workload that retrains anything, the last
+retrained adapter (its whole lineage) and APA's aggregator are replayed from scratch on the
+retained records and must have the same digest; after every S3T exclusion, each truncated
+shard's served stage checkpoint must equal its order's last stage with the later layer
+groups deactivated (tensors and P(Yes)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ledger.errors import BadInput
+from ledger.workspace import Workspace
+from unlearning import movielens
+from unlearning.bench_forget import PARTITION_KEY, bench_workspace
+from unlearning.config import TrainConfig
+from unlearning.forget import Request, affected_components, exclude, receive_many, restore
+from unlearning.model_store import ModelStore, ModelVersion
+from unlearning.partition import Partition, training_order
+from unlearning.records import Record
+
+NAME = "bench"
+METHODS = ("retrain", "sisa", "apa-d", "apa-nd", "s3t-b1", "s3t-bL")
+WORKLOADS = ("w1", "w2", "w3")
+BATCH_SHARE = 0.05  # W2: share of the training records erased in one batch
+CHECK_PROMPTS = 4  # test prompts whose P(Yes) the S3T check compares
+
+# One row per measurement: the initial training of a method (workload "train", step 0) or one
+# erasure step of a workload. None where a column does not apply.
+ROW_FIELDS = (
+    "seed", "method", "workload", "step",
+    "erased_records",  # records erased by this step (cumulative: erased_total)
+    "erased_total",
+    "train_s",  # initial training wall seconds (train rows)
+    "unlearn_s",  # wall seconds of everything the method did for this step
+    "compliance_s",  # until an exact version without the records could be served
+    "restored_s",  # until the retrained version was ready (None: nothing retrained)
+    "grad_samples",  # sample-level forward+backward passes (training or retraining)
+    "forward_samples",  # APA: validation predictions recomputed (forward only)
+    "retrained_components",
+    "components",  # components of the served version
+    "auc", "accuracy", "baseline_auc",  # test set, served version after the step
+    "distance_to_retrain",  # mean |P(Yes) - P_retrain(Yes)| on test, same seed/workload/step
+    "storage_bytes",  # the served version's files (weights, checkpoints, manifests, aggregator)
+    "inference_ms_per_sample",  # train rows: scoring the test set with the served version
+    "s3t_prefixes",  # S3T: per shard, the longest valid prefix (stages) now served
+    "s3t_retrains_forced",  # S3T: shards retrained in this step because no order was left
+    "exact_retrained",  # replayed from scratch = retrained (None: not checked here)
+    "exact_s3t_active",  # S3T served stages = deactivated full orders (None: nothing truncated)
+    "check_s",  # seconds spent on the exactness checks (not part of unlearn_s)
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    base: str
+    users: int  # MovieLens users read (ascending id)
+    history: int  # earlier ratings in a prompt (TALLRec uses 10; fewer make shorter prompts)
+    per_user: int  # most recent samples kept per training subject
+    eval_per_user: int  # most recent samples kept per validation and test subject
+    epochs: float
+    lr: float
+    batch_size: int
+    shards: int  # SISA, APA and S3T
+    slices: int  # SISA and S3T (S3T: B=L runs L orders)
+    sequential: int  # W1: single-record erasures, one after another
+    subjects: int  # W3: subject erasures, one after another
+    seeds: int
+    threads: int
+
+
+PRESETS = {
+    # CI smoke test: the 2-layer tiny model; W1 shortened to 4 erasures to stay well under 3 minutes.
+    # One thread: on a busy 2-core machine two torch threads run many times slower than one.
+    "tiny": Preset("tiny", base="tiny", users=40, history=5, per_user=2, eval_per_user=6, epochs=1.0, lr=1e-2,
+                   batch_size=8, shards=2, slices=2, sequential=4, subjects=2, seeds=1, threads=1),
+    "cpu": Preset("cpu", base="smollm2-135m", users=40, history=10, per_user=3, eval_per_user=10, epochs=0.5, lr=1e-3,
+                  batch_size=4, shards=4, slices=4, sequential=20, subjects=2, seeds=1, threads=2),
+    "gpu": Preset("gpu", base="smollm2-135m", users=300, history=10, per_user=5, eval_per_user=20, epochs=1.0, lr=1e-3,
+                  batch_size=8, shards=4, slices=4, sequential=20, subjects=5, seeds=3, threads=4),
+}
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One step of a workload: requests received and handled together."""
+
+    requests: tuple[Request, ...]
+    records: int
+
+
+def bench_records(preset: Preset) -> list[Record]:
+    """MovieLens samples: `per_user` per training subject, `eval_per_user` per held-out subject
+    (a larger test set costs no training). Splits are the fixed partition key's."""
+    partition = Partition(PARTITION_KEY)
+    samples = movielens.build_samples(movielens.load(), history=preset.history,
+                                      per_user=max(preset.per_user, preset.eval_per_user), max_users=preset.users)
+    by_subject: dict[str, list[Record]] = defaultdict(list)
+    for record in samples:
+        by_subject[record.subject_id].append(record)
+    out = []
+    for subject, records in by_subject.items():  # time order: the last ones are the most recent
+        out += records[-(preset.per_user if partition.split(subject) == "train" else preset.eval_per_user):]
+    return out
+
+
+def workloads(preset: Preset, seed: int, train: Sequence[Record]) -> dict[str, list[Erasure]]:
+    """The request streams of a seed: a function of (seed, record id) only."""
+    def single(w: str, i: int, r: Record) -> Request:
+        return Request(f"{w}-s{seed}-{i}", r.subject_id, (r.record_id,))
+
+    w1 = [Erasure((single("w1", i, r),), 1)
+          for i, r in enumerate(training_order(seed, "bench/w1", train)[:preset.sequential])]
+    batch = training_order(seed, "bench/w2", train)[:max(1, round(BATCH_SHARE * len(train)))]
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for r in batch:
+        grouped[r.subject_id].append(r.record_id)
+    w2 = [Erasure(tuple(Request(f"w2-s{seed}-{i}", s, tuple(ids)) for i, (s, ids) in enumerate(grouped.items())),
+                  len(batch))]
+    subjects = list(dict.fromkeys(r.subject_id for r in training_order(seed, "bench/w3", train)))[:preset.subjects]
+    size = defaultdict(int)
+    for r in train:
+        size[r.subject_id] += 1
+    w3 = [Erasure((Request(f"w3-s{seed}-{i}", s),), size[s]) for i, s in enumerate(subjects)]
+    return {"w1": w1, "w2": w2, "w3": w3}
+
+
+def method_configs(preset: Preset, base: str, seed: int, threads: int, precision: str,
+                   num_layers: int) -> dict[str, TrainConfig]:
+    """One recipe for all; each method adds only its own settings. S3T's L layer groups split
+    the base model's layers evenly (top-down)."""
+    common = dict(base=base, epochs=preset.epochs, lr=preset.lr, batch_size=preset.batch_size, seed=seed,
+                  threads=threads, precision=precision)
+    shards, slices = preset.shards, preset.slices
+    s3t = dict(method="s3t", shards=shards, slices=slices, layers_per_group=max(1, num_layers // slices))
+    return {
+        "retrain": TrainConfig(method="retrain", **common),
+        "sisa": TrainConfig(method="sisa", shards=shards, slices=slices, **common),
+        "apa-d": TrainConfig(method="apa", shards=shards, merge="d", **common),
+        "apa-nd": TrainConfig(method="apa", shards=shards, merge="nd", **common),
+        "s3t-b1": TrainConfig(**s3t, budget=1, **common),
+        "s3t-bL": TrainConfig(**s3t, budget=slices, **common),
+    }
+
+
+@contextmanager
+def _own_key_dirs() -> Iterator[None]:
+    """Each benchmark workspace keeps its keys inside itself: a global ERASURE_KEY_DIR would
+    make every workspace share (and overwrite) one key directory."""
+    saved = os.environ.pop("ERASURE_KEY_DIR", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["ERASURE_KEY_DIR"] = saved
+
+
+def _clone(ws: Workspace, home: Path) -> Workspace:
+    """A copy of a workspace: databases and keys copied, model versions (never modified once
+    committed) hard-linked."""
+    shutil.copytree(ws.home, home, ignore=shutil.ignore_patterns("artifacts"))
+    shutil.copytree(ws.artifacts, home / "artifacts", copy_function=os.link)
+    return Workspace(home)
+
+
+def _storage_bytes(version: ModelVersion) -> int:
+    seen, total = set(), 0
+    for path in version.path.rglob("*"):
+        if path.is_file() and (stat := path.stat()).st_ino not in seen:
+            seen.add(stat.st_ino)
+            total += stat.st_size
+    return total
+
+
+def _retrained(before: ModelVersion, after: ModelVersion) -> list:  # type: ignore[type-arg]
+    """Components of `after` that `before` did not have with the same weights."""
+    shas = {c.id: c.weights_sha256 for c in before.components}
+    return [c for c in after.components if shas.get(c.id) != c.weights_sha256]
+
+
+def _costs(components: Sequence, aggregate: Sequence[str]) -> tuple[int, int]:  # type: ignore[type-arg]
+    """(forward+backward samples, forward-only validation predictions) of building these components."""
+    grad = sum(c.meta["samples"] for c in components)
+    adapters = sum(c.id in aggregate for c in components)
+    forward = sum(c.manifest_size * adapters for c in components if c.meta["kind"] == "aggregator")
+    return grad, forward
+
+
+class _Scorer:
+    """P(Yes) on the test prompts by the version's rule. Under mean_p_yes a component's scores
+    are cached by its weights digest, so a SISA or S3T step re-scores only what changed (the
+    same numbers as `Predictor`: same batches, same order); APA goes through `Predictor`."""
+
+    def __init__(self, test: Sequence[Record]):
+        self.prompts = [r.prompt for r in test]
+        self.labels = [int(r.answer == "Yes") for r in test]
+        self.baseline = [movielens.history_positivity(r.prompt) for r in test]
+        self._cache: dict[tuple[str, str], list[float]] = {}
+        self._engine, self._engine_config = None, None
+
+    def engine(self, version: ModelVersion):  # type: ignore[no-untyped-def]
+        from unlearning.training import engine_for
+
+        if self._engine_config != version.meta["config_sha256"]:
+            self._engine = engine_for(version.config, expected_base=version.meta["base"])
+            self._engine_config = version.meta["config_sha256"]
+            self.ids = [self._engine.base.encode_prompt(p) for p in self.prompts]
+        return self._engine
+
+    def prepare(self, version: ModelVersion) -> Callable[[], list[float]]:
+        """Load what scoring `version` needs (base model, adapters); the returned call only scores."""
+        if version.meta["aggregation"]["rule"] == "apa":
+            from unlearning.inference import Predictor
+
+            predictor = Predictor(version)
+            return lambda: predictor.p_yes(self.prompts)
+        engine = self.engine(version)
+        return lambda: self._mean_p_yes(engine, version)
+
+    def p_yes(self, version: ModelVersion) -> list[float]:
+        return self.prepare(version)()
+
+    def zero_shot(self, config: TrainConfig) -> dict:
+        """Metrics of the base model alone (LoRA B starts at zero: the initial adapter is a no-op)."""
+        from unlearning.evaluation import metrics
+        from unlearning.training import engine_for
+
+        engine = engine_for(config)
+        p_yes = engine.p_yes(engine.initial_state().lora, [engine.base.encode_prompt(p) for p in self.prompts])
+        return metrics(self.labels, p_yes, self.baseline).to_dict()
+
+    def _mean_p_yes(self, engine, version: ModelVersion) -> list[float]:  # type: ignore[no-untyped-def]
+        per_component = []
+        for cid in version.aggregate:
+            component = version.component(cid)
+            key = (version.meta["config_sha256"], component.weights_sha256)
+            if key not in self._cache:
+                self._cache[key] = engine.p_yes(component.adapter(), self.ids)
+            per_component.append(self._cache[key])
+        return [sum(scores) / len(scores) for scores in zip(*per_component, strict=True)]
+
+
+@dataclass
+class _Run:
+    """One method's workload in progress."""
+
+    method: str
+    workload: str
+    ws: Workspace
+    trained: ModelVersion  # version 1
+    current: ModelVersion  # the version served now
+    full: dict[int, ModelVersion] = field(default_factory=dict)  # S3T: shard -> version that last retrained it
+    receipts: list = field(default_factory=list)
+    erased_total: int = 0
+    checked: bool = False  # exact_retrained: replayed once per workload
+
+
+class UnlearningBenchmark:
+    def __init__(self, preset: Preset, out: Path, seeds: int, methods: Sequence[str], workload_order: Sequence[str],
+                 base: str, threads: int, log: Callable[[str], None] = lambda line: None):
+        unknown = sorted(set(methods) - set(METHODS)) + sorted(set(workload_order) - set(WORKLOADS))
+        if unknown:
+            raise BadInput(f"unknown method or workload {unknown[0]!r} (methods: {', '.join(METHODS)}; "
+                           f"workloads: {', '.join(WORKLOADS)})")
+        self.preset, self.out, self.seeds, self.base, self.threads, self.log = preset, out, seeds, base, threads, log
+        self.methods = sorted(methods, key=METHODS.index)  # retrain first: the others' distance needs it
+        self.workload_order = list(workload_order)
+        self.rows: list[dict] = []
+        self._reference: dict[tuple[int, str, int], list[float]] = {}
+
+    def run(self) -> dict:
+        from unlearning.engine import bf16_supported, device
+        from unlearning.models import load_base
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        precision = "bf16" if device().type == "cuda" and bf16_supported() else "fp32"  # bf16 is slower on CPU
+        num_layers = load_base(self.base).model.config.num_hidden_layers
+        records = bench_records(self.preset)
+        partition = Partition(PARTITION_KEY)
+        train = [r for r in records if partition.split(r.subject_id) == "train"]
+        test = [r for r in records if partition.split(r.subject_id) == "test" and r.answer in ("Yes", "No")]
+        self.result = {
+            "benchmark": "unlearning", "preset": self.preset.name, "complete": False,
+            "settings": {**asdict(self.preset), "base": self.base, "threads": self.threads, "seeds": self.seeds,
+                         "methods": self.methods, "workloads": self.workload_order, "precision": precision},
+            "data": {"train": len(train), "test": len(test), "records": len(records)},
+            "rows": self.rows,
+        }
+        scorer = _Scorer(test)
+        with tempfile.TemporaryDirectory(prefix="erasure-bench-unlearning-") as tmp, _own_key_dirs():
+            for seed in range(self.seeds):
+                streams = workloads(self.preset, seed, train)
+                configs = method_configs(self.preset, self.base, seed, self.threads, precision, num_layers)
+                if seed == 0:
+                    self.result["environment"] = _environment(configs["retrain"])
+                    self.result["zero_shot"] = scorer.zero_shot(configs["retrain"])
+                for method in self.methods:
+                    root = Path(tmp) / f"seed{seed}-{method}"
+                    ws = bench_workspace(root, "trained", records)
+                    version = self._train(seed, method, ws, configs[method], scorer)
+                    for workload in self.workload_order:
+                        cloned = _clone(ws, root / workload)
+                        trained = ModelStore(cloned).get(NAME, version.version)
+                        run = _Run(method, workload, cloned, trained, trained)
+                        for step, erasure in enumerate(streams[workload], start=1):
+                            self._step(seed, run, step, erasure, scorer)
+                    shutil.rmtree(root)
+                    self._write(summary=True)
+        self.result["complete"] = True
+        self._write(summary=True, plots=True)
+        return self.result
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _train(self, seed: int, method: str, ws: Workspace, config: TrainConfig, scorer: _Scorer) -> ModelVersion:
+        from unlearning.training import train_model
+
+        started = time.perf_counter()
+        version = train_model(ws, NAME, config)
+        train_s = time.perf_counter() - started
+        grad, forward = _costs(version.components, version.aggregate)
+        score = scorer.prepare(version)  # loading the base model and adapters is not inference
+        started = time.perf_counter()
+        p_yes = score()
+        inference_ms = 1000 * (time.perf_counter() - started) / max(1, len(p_yes))
+        self._row(seed, method, "train", 0, version, p_yes, scorer, erased_records=0, erased_total=0,
+                  train_s=train_s, grad_samples=grad, forward_samples=forward, inference_ms_per_sample=inference_ms,
+                  retrained_components=len(version.components))
+        return version
+
+    def _step(self, seed: int, run: _Run, step: int, erasure: Erasure, scorer: _Scorer) -> None:
+        clean, served, restored, compliance_s, unlearn_s = _unlearn(run, erasure)
+        retrained = _retrained(clean, restored) if restored is not None else []
+        grad, forward = _costs(retrained, served.aggregate)
+        forced = None
+        if "s3t" in served.meta["aggregation"]:
+            shards = {c.meta["shard"] for c in retrained}
+            forced = len(shards)
+            run.full.update(dict.fromkeys(shards, served))
+        run.current = served
+        run.erased_total += erasure.records
+
+        checks = time.perf_counter()
+        exact_retrained = None
+        if retrained and not run.checked and run.method != "retrain":  # retrain's restore is from scratch
+            exact_retrained, run.checked = _replays_equal(run.ws, served, retrained), True
+        exact_s3t = _s3t_active_equal(served, run.full, run.trained, scorer) if forced is not None else None
+        check_s = time.perf_counter() - checks
+        self._row(seed, run.method, run.workload, step, served, scorer.p_yes(served), scorer,
+                  erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
+                  compliance_s=compliance_s, restored_s=unlearn_s if restored is not None else None,
+                  grad_samples=grad, forward_samples=forward, retrained_components=len(retrained),
+                  s3t_retrains_forced=forced, exact_retrained=exact_retrained, exact_s3t_active=exact_s3t,
+                  check_s=check_s)
+
+    def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, p_yes: list[float],
+             scorer: _Scorer, **values: object) -> None:
+        from unlearning.evaluation import metrics
+
+        evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
+        if method == "retrain":
+            self._reference[(seed, workload, step)] = p_yes
+        reference = self._reference.get((seed, workload, step))
+        distance = (sum(abs(p - q) for p, q in zip(p_yes, reference, strict=True)) / len(p_yes)
+                    if reference and p_yes else None)
+        prefixes = None
+        if "s3t" in version.meta["aggregation"]:
+            from unlearning.s3t_orders import order_state
+
+            prefixes = [max(s.valid_prefix) for s in order_state(version.meta).shards]
+        row = dict.fromkeys(ROW_FIELDS)
+        row.update(seed=seed, method=method, workload=workload, step=step, auc=evaluation.auc,
+                   accuracy=evaluation.accuracy, baseline_auc=evaluation.baseline_auc, distance_to_retrain=distance,
+                   storage_bytes=_storage_bytes(version), components=len(version.components), s3t_prefixes=prefixes)
+        row.update({k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()})
+        self.rows.append(row)
+        self.log(f"seed {seed} {method:7} {workload:5} step {step:2}: "
+                 + ", ".join(f"{k} {row[k]:.3g}" for k in ("unlearn_s", "train_s", "auc") if row[k] is not None))
+        self._write()
+
+    def _write(self, summary: bool = False, plots: bool = False) -> None:
+        """results.json after every row and summary.md after every method, so a stopped run
+        leaves its partial results, labelled as such; the plots at the end
+        (`bench_report.write_plots` draws them from any results.json)."""
+        from unlearning.bench_report import write_plots, write_summary
+
+        tmp = self.out / "results.json.tmp"
+        tmp.write_text(json.dumps(self.result, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.out / "results.json")
+        if summary:
+            write_summary(self.result, self.out / "summary.md")
+        if plots:
+            write_plots(self.result, self.out)
+
+
+def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
+    """receive -> exclude -> restore, timed: everything the method must do for one step.
+    Returns (the version restored from, the version now served, the restored version or None,
+    seconds to exact compliance, seconds in all)."""
+    started = time.perf_counter()
+    receipts = receive_many(run.ws, list(erasure.requests))
+    bad = next((r for r in receipts if isinstance(r, BadInput)), None)
+    if bad is not None:
+        raise bad
+    run.receipts += receipts
+    clean = run.current
+    affected = bool(affected_components(clean, receipts))
+    excluded = exclude(run.ws, clean, receipts) if affected else None
+    compliance_s = time.perf_counter() - started
+    shards = None  # None: every shard the erasures changed
+    if excluded is not None:
+        clean = excluded
+        if "s3t" in excluded.meta["aggregation"]:  # S3T retrains only shards left without a valid order
+            from unlearning.s3t_orders import order_state
+
+            shards = set(order_state(excluded.meta).exhausted_shards())
+    restored = restore(run.ws, clean, run.receipts, shards=shards) if affected and shards != set() else None
+    unlearn_s = time.perf_counter() - started
+    if excluded is None:  # nothing exact could be served before the retrain (retrain, or every shard hit)
+        compliance_s = unlearn_s
+    return clean, restored or excluded or run.current, restored, compliance_s, unlearn_s
+
+
+# --- exactness checks -----------------------------------------------------------------------
+
+def _replays_equal(ws: Workspace, version: ModelVersion, retrained: Sequence) -> bool:  # type: ignore[type-arg]
+    """The last retrained adapter (with its whole lineage) and a rebuilt APA aggregator,
+    replayed from scratch on the retained records, have the digests the unlearning produced."""
+    from unlearning.training import replay_component
+
+    adapters = [c for c in retrained if c.meta["kind"] == "adapter"]
+    parents = {c.parent for c in adapters}
+    chosen = [c for c in adapters if c.id not in parents][-1:] + [c for c in retrained if c.meta["kind"] == "aggregator"]
+    return all(replay_component(ws, version, c.id).equal for c in chosen)
+
+
+def _s3t_active_equal(version: ModelVersion, full: dict[int, ModelVersion], trained: ModelVersion,
+                      scorer: _Scorer) -> bool | None:
+    """Each truncated shard's served stage equals its order's last stage (in the version that
+    trained the order in full) with the layer groups after the valid prefix deactivated."""
+    import torch
+
+    from unlearning.layer_groups import active_weights
+    from unlearning.s3t_orders import order_state, stage_id
+
+    config = version.config
+    engine = scorer.engine(version)
+    initial = engine.initial_state().lora
+    num_layers = engine.base.model.config.num_hidden_layers
+    prompts = scorer.ids[:CHECK_PROMPTS]
+    results = []
+    for shard in order_state(version.meta).shards:
+        order = shard.best_order()
+        if order is None or shard.valid_prefix[order] == config.slices:
+            continue
+        prefix = shard.valid_prefix[order]
+        stored = version.component(stage_id(shard.shard, order, prefix - 1)).adapter()
+        whole = full.get(shard.shard, trained).component(stage_id(shard.shard, order, config.slices - 1)).adapter()
+        deactivated = active_weights(whole, initial, num_layers, config.layers_per_group, prefix)
+        same = deactivated.keys() == stored.keys() and all(torch.equal(deactivated[k], stored[k]) for k in stored)
+        results.append(same and engine.p_yes(deactivated, prompts) == engine.p_yes(stored, prompts))
+    return all(results) if results else None
+
+
+def _environment(config: TrainConfig) -> dict:
+    from unlearning.engine import environment
+
+    env = environment(config)
+    return {**{k: env[k] for k in ("python", "torch", "transformers", "peft", "device", "threads", "precision")},
+            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+
+
+def preset_named(name: str) -> Preset:
+    if name not in PRESETS:
+        raise BadInput(f"unknown preset {name!r} (one of {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def run_unlearning_benchmark(preset: Preset, out: Path, seeds: int | None = None, methods: Sequence[str] = METHODS,
+                             workload_order: Sequence[str] = WORKLOADS, base: str | None = None,
+                             threads: int | None = None, log: Callable[[str], None] = lambda line: None) -> dict:
+    """Run the benchmark, writing results.json, summary.md and the plots into `out` as it goes."""
+    if preset.name == "gpu":
+        from unlearning.engine import device
+
+        if device().type != "cuda":
+            raise BadInput("preset gpu needs a CUDA device (torch sees none): use --preset cpu")
+    return UnlearningBenchmark(preset, out, seeds or preset.seeds, methods, workload_order, base or preset.base,
+                               threads or preset.threads, log).run()
+
+
+__all__ = ["METHODS", "PRESETS", "ROW_FIELDS", "WORKLOADS", "Preset", "bench_records", "method_configs",
+           "preset_named", "run_unlearning_benchmark", "workloads"]
