@@ -291,6 +291,8 @@ class UnlearningBenchmark:
     def __init__(self, preset: Preset, out: Path, seeds: int, methods: Sequence[str], workload_order: Sequence[str],
                  base: str, threads: int, log: Callable[[str], None] = lambda line: None):
         unknown = sorted(set(methods) - set(METHODS)) + sorted(set(workload_order) - set(WORKLOADS))
+        if not methods or not workload_order:
+            raise BadInput("--methods and --workloads need at least one entry each")
         if unknown:
             raise BadInput(f"unknown method or workload {unknown[0]!r} (methods: {', '.join(METHODS)}; "
                            f"workloads: {', '.join(WORKLOADS)})")
@@ -326,18 +328,25 @@ class UnlearningBenchmark:
                 if seed == 0:
                     self.result["environment"] = _environment(configs["retrain"])
                     self.result["zero_shot"] = scorer.zero_shot(configs["retrain"])
-                for method in self.methods:
-                    root = Path(tmp) / f"seed{seed}-{method}"
-                    ws = bench_workspace(root, "trained", records)
-                    version = self._train(seed, method, ws, configs[method], scorer)
-                    for workload in self.workload_order:
+                # workload-major, each method trained when first needed: a stopped run has every
+                # method on the first workloads rather than every workload for the first methods
+                trained: dict[str, tuple[Workspace, ModelVersion]] = {}
+                for workload in self.workload_order:
+                    for method in self.methods:
+                        root = Path(tmp) / f"seed{seed}-{method}"
+                        if method not in trained:
+                            ws = bench_workspace(root, "trained", records)
+                            trained[method] = (ws, self._train(seed, method, ws, configs[method], scorer))
+                        ws, version = trained[method]
                         cloned = _clone(ws, root / workload)
-                        trained = ModelStore(cloned).get(NAME, version.version)
-                        run = _Run(method, workload, cloned, trained, trained)
+                        start = ModelStore(cloned).get(NAME, version.version)
+                        run = _Run(method, workload, cloned, start, start)
                         for step, erasure in enumerate(streams[workload], start=1):
                             self._step(seed, run, step, erasure, scorer)
-                    shutil.rmtree(root)
-                    self._write(summary=True)
+                        shutil.rmtree(cloned.home)
+                        self._write(summary=True)
+                for ws, _ in trained.values():
+                    shutil.rmtree(ws.home.parent)
         self.result["complete"] = True
         self._write(summary=True, plots=True)
         return self.result
