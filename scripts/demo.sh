@@ -33,7 +33,7 @@ run keys init
 run keys trust --out "$ERASURE_HOME/trust.json"
 
 say "Ingest MovieLens-100K from the recbole wheel (TALLRec samples, encrypted per subject)"
-run data ingest --movielens --max-users "${DEMO_USERS:-40}" --per-user "${DEMO_PER_USER:-3}"
+run data ingest --movielens --max-users "${DEMO_USERS:-60}" --per-user "${DEMO_PER_USER:-2}"
 run data stats
 
 say "Train SISA on SmolLM2-135M (2 shards x 2 slices, small CPU budget): certified and registered"
