@@ -149,6 +149,8 @@ def pipeline(
     load: int = typer.Option(100, "--load", min=2, help="Requests sent at --rate for the latency run."),
     rate: float = typer.Option(5.0, "--rate", min=0.1, help="Requests per second in the latency run."),
     window: float = typer.Option(2.0, "--window", min=0.0, help="Executor coalescing window, seconds."),
+    executors: int = typer.Option(1, "--executors", min=0, help="Executor processes in the latency run (0: "
+                                  "exclusions alone, no retrains)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Planner throughput (requests/s from Kafka to ledger + jobs) and end-to-end latency
@@ -158,13 +160,14 @@ def pipeline(
     from ledger.workspace import Workspace
 
     ws = Workspace.from_env()
-    result = run_pipeline_benchmark(ws.kafka_bootstrap(), ws.mlflow_uri(), requests, load, rate, window)
+    result = run_pipeline_benchmark(ws.kafka_bootstrap(), ws.mlflow_uri(), requests, load, rate, window, executors)
     if as_json:
         print_json(result)
         return
     planner, latency = result["planner"], result["latency"]
     typer.echo(f"planner: {planner['requests']} requests in {planner['seconds']:.2f} s = "
                f"{planner['requests_per_s']:.0f} requests/s")
-    typer.echo(f"latency ({latency['requests']} requests at {latency['rate_per_s']:g}/s):")
+    typer.echo(f"latency ({latency['requests']} requests at {latency['rate_per_s']:g}/s, "
+               f"{latency['executors']} executors):")
     for status, cuts in latency["seconds"].items():
         typer.echo(f"  -> {status:9} p50 {cuts['p50']:.2f} s, p95 {cuts['p95']:.2f} s, p99 {cuts['p99']:.2f} s")

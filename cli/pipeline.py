@@ -136,6 +136,8 @@ def status(
         typer.echo(f"  deadline  {report['deadline']}" + (f" ({left:.0f} s left)" if left is not None else f" ({met})"))
     for model, info in report["models"].items():
         typer.echo(f"  model {model}, shards {info['shards']}")
+        if info["exclusion_deferred"]:
+            typer.echo(f"    no exclusion: {info['exclusion_deferred']}")
         if info["excluded"]:
             e = info["excluded"]
             typer.echo(f"    excluded  {e['excluded_at']}, certified {e['certified_at']}: "

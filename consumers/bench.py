@@ -6,14 +6,15 @@ record of a shard other than the first, so every exclusion leaves a shard to ser
 
 The planner and the executor run as `erasure serve` processes, as deployed.
 
-1. Throughput: `requests` erasure requests wait in the topic; a planner starts, and the clock
+1. Latency: with the planner and `executors` executors running (none: exclusions alone), `load` requests are sent at `rate` per
+   second to the fresh model; for each, the time from its `requested_at` to its `excluded`
+   (exclusion version built), `certified` (exclusion certified, registered, aliased) and
+   `restored` (retrained version certified) events, as percentiles. (Each certificate carries
+   every earlier erasure of its model forward, so publishing slows as a model's erasures add up.)
+2. Throughput: `requests` more requests wait in the topic; a planner starts, and the clock
    runs from its joining the group to the moment the last request's `planned` event (sent in
    the transaction that also carries its jobs) is readable: requests from Kafka to ledger +
    jobs, per second.
-2. Latency: with the planner and one executor running, `load` more requests are sent at `rate`
-   per second; for each, the time from its `requested_at` to its `excluded` (exclusion version
-   built), `certified` (exclusion certified, registered, aliased) and `restored` (retrained
-   version certified) events, as percentiles.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -115,18 +117,19 @@ def _requests(records: list[tuple[str, str]], name: str) -> list[ErasureRequest]
 
 
 @contextlib.contextmanager
-def _serving(ws: Workspace, kafka: str, mlflow: str, topics: Topics, role: str, window_s: float) -> Iterator[None]:
+def _serving(ws: Workspace, kafka: str, mlflow: str, topics: Topics, role: str, window_s: float,
+             instance: str = "bench-planner", members: int = 1) -> Iterator[None]:
     """`erasure serve --role ROLE` as its own process (as deployed), stopped with SIGTERM."""
     env = {**os.environ, "ERASURE_HOME": str(ws.home), "ERASURE_KAFKA": kafka, "MLFLOW_TRACKING_URI": mlflow}
     env.pop("ERASURE_KEY_DIR", None)
-    log = ws.home / f"serve-{role}.log"
+    log = ws.home / f"serve-{instance}.log"
     command = [sys.executable, "-c", "from cli.app import main; main()", "serve", "--role", role,
-               "--prefix", topics.prefix, "--window", str(window_s), "--instance", f"bench-{role}"]
+               "--prefix", topics.prefix, "--window", str(window_s), "--instance", instance]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         group = topics.planner_group if role == "planner" else topics.executor_group
-        _wait_stable(kafka, group, process, log)
+        _wait_stable(kafka, group, members, process, log)
         yield
     finally:
         process.send_signal(signal.SIGTERM)
@@ -136,8 +139,8 @@ def _serving(ws: Workspace, kafka: str, mlflow: str, topics: Topics, role: str, 
             process.kill()
 
 
-def _wait_stable(kafka: str, group: str, process: subprocess.Popen, log: Path) -> None:
-    """Until the group has a member with partitions: the process is consuming."""
+def _wait_stable(kafka: str, group: str, members: int, process: subprocess.Popen, log: Path) -> None:
+    """Until the group is stable with `members` members: the new process is consuming."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=kafka)
@@ -145,7 +148,7 @@ def _wait_stable(kafka: str, group: str, process: subprocess.Popen, log: Path) -
         deadline = time.monotonic() + WAIT_S
         while True:
             described = admin.describe_groups([group])[group]
-            if described["group_state"] == "Stable" and described["members"]:
+            if described["group_state"] == "Stable" and len(described["members"]) >= members:
                 return
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log.read_text(errors="replace").splitlines()[-5:]
@@ -155,37 +158,41 @@ def _wait_stable(kafka: str, group: str, process: subprocess.Popen, log: Path) -
         admin.close()
 
 
-def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 400, load: int = 150, rate: float = 20.0,
-                           window_s: float = 2.0, epochs: float = 0.1) -> dict:
+def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 1500, load: int = 100, rate: float = 5.0,
+                           window_s: float = 2.0, executors: int = 1, epochs: float = 0.1) -> dict:
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
     name = f"bench-{uuid.uuid4().hex[:8]}"
     with scratch_workspace(kafka, mlflow) as ws:
         started = time.monotonic()
         by_shard = _setup(ws, name, epochs)
         pool = [s for shard in range(1, SHARDS) for s in by_shard[shard]]
+        random.Random(0).shuffle(pool)  # requests spread over the shards, the same on every run
         if len(pool) < requests + load:
             raise BadInput(f"only {len(pool)} training records outside shard 0: lower --requests/--load")
         setup_s = time.monotonic() - started
         ensure_topics(kafka, topics)
         events = _Events(kafka, topics)
 
-        burst = _requests(pool[:requests], name)
+        statuses = ("excluded", "certified", "restored")[:3 if executors else 2]
+        with contextlib.ExitStack() as serving:
+            serving.enter_context(_serving(ws, kafka, mlflow, topics, "planner", window_s))
+            for i in range(executors):
+                serving.enter_context(_serving(ws, kafka, mlflow, topics, "executor", window_s, f"bench-executor-{i}", i + 1))
+            paced = []
+            with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
+                start = time.monotonic()
+                for i, record in enumerate(pool[:load]):
+                    time.sleep(max(0.0, start + i / rate - time.monotonic()))
+                    paced += _requests([record], name)  # requested_at: now
+                    producer.send(paced[-1:])
+            for status in statuses:
+                events.wait([r.request_id for r in paced], status)
+        burst = _requests(pool[load:load + requests], name)
         with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
             producer.send(burst)
         with _serving(ws, kafka, mlflow, topics, "planner", window_s):
             t0 = time.monotonic()
             t1 = events.wait([r.request_id for r in burst], "planned")
-            with _serving(ws, kafka, mlflow, topics, "executor", window_s):
-                events.wait([r.request_id for r in burst], "restored")  # the burst's retrains, before the clock runs
-                paced = []
-                with RequestProducer(ws, bootstrap=kafka, topic=topics.requests) as producer:
-                    start = time.monotonic()
-                    for i, record in enumerate(pool[requests:requests + load]):
-                        time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                        paced += _requests([record], name)  # requested_at: now
-                        producer.send(paced[-1:])
-                for status in ("excluded", "certified", "restored"):
-                    events.wait([r.request_id for r in paced], status)
         events.consumer.close()
         return {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -195,7 +202,6 @@ def run_pipeline_benchmark(kafka: str, mlflow: str, requests: int = 400, load: i
             "setup_s": round(setup_s, 1),
             "planner": {"requests": requests, "seconds": round(t1 - t0, 3),
                         "requests_per_s": round(requests / (t1 - t0), 1)},
-            "latency": {"requests": load, "rate_per_s": rate, "executor_window_s": window_s,
-                        "seconds": {status: _percentiles(events.latencies(paced, status))
-                                    for status in ("excluded", "certified", "restored")}},
+            "latency": {"requests": load, "rate_per_s": rate, "executors": executors, "executor_window_s": window_s,
+                        "seconds": {status: _percentiles(events.latencies(paced, status)) for status in statuses}},
         }

@@ -81,11 +81,6 @@ def planned_shards(ledger: Ledger, request_id: str) -> dict[str, list[int]]:
     return planned["models"] if planned else {}
 
 
-def restored_everywhere(ledger: Ledger, request_id: str, model: str) -> bool:
-    return all(ledger.find(restored_key(request_id, model, s)) is not None
-               for s in planned_shards(ledger, request_id).get(model, []))
-
-
 @dataclass
 class Outbox:
     """What one unit of work sends: events, jobs, DLQ copies; the consumer loop sends them in the
