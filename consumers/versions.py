@@ -31,6 +31,7 @@ from consumers.stages import Outbox
 from ledger.certificate import ENVELOPE_FILE
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
+from unlearning.approximate import latest_exact
 from unlearning.certify import Receipt, bundle_dir
 from unlearning.forget import lookup_receipt, publish, purge
 from unlearning.model_store import ModelStore, ModelVersion
@@ -130,12 +131,12 @@ def registered(ctx: Context, version: ModelVersion) -> tuple[int, str]:
 
 
 def settle(ctx: Context, name: str, outbox: Outbox) -> ModelVersion:
-    """Finish a version a crash left uncertified; returns the model's newest version. Call under
-    `model_lock`."""
+    """Finish a version a crash left uncertified; returns the model's newest exact version (an
+    approximate influence update is never the base of further work). Call under `model_lock`."""
     _remove_dead_drafts(ctx.ws, name)
     journal = Journal(ctx.ws, name)
     intent = journal.read()
-    newest = ctx.models.get(name)
+    newest = latest_exact(ctx.ws, name)
     operation = newest.meta.get("operation", {})
     if operation.get("kind") == "exclusion":
         with open_ledger(ctx.ws) as ledger:
