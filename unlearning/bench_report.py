@@ -161,8 +161,8 @@ def write_summary(result: dict, path: Path) -> None:
     expected = {(m, w) for m in settings["methods"] for w in ["train", *settings["workloads"]]}
     missing = sorted(expected - done)
     status = "complete" if result["complete"] else (
-        f"PARTIAL: still running or stopped; {len(result['rows'])} rows so far, not yet measured: "
-        + ", ".join(f"{m}/{w}" for m, w in missing))
+        f"PARTIAL: still running or stopped after {len(result['rows'])} rows"
+        + ("; not measured yet: " + ", ".join(f"{m}/{w}" for m, w in missing) if missing else ""))
     lines = [
         f"# Unlearning benchmark, preset `{result['preset']}` ({status})", "",
         f"Base `{settings['base']}`, {data['train']} training and {data['test']} test records (MovieLens-100K), "
