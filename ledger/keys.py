@@ -26,7 +26,6 @@ DEFAULT_NAMES = {"ledger": "erasure.local/ledger/v1", "certifier": "erasure.loca
 _CONFIG_KEYS = {"ledger": ("ledger", "origin"), "certifier": ("certifier", "name")}
 PASSPHRASE_ENV = "ERASURE_KEY_PASSPHRASE"
 TRUST_SCHEMA = "erasure.trust/v1"
-_ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
 def _check_role(role: str) -> str:
@@ -124,15 +123,18 @@ def load_private_key(key_dir: Path, role: str) -> Ed25519PrivateKey:
         raise _missing(path) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise BadInput(f"{path} is accessible by other users (mode {stat.S_IMODE(mode):04o}): chmod 600 it")
-    encrypted = data.lstrip().startswith(_ENCRYPTED_PEM)
-    passphrase = _passphrase()
-    if encrypted and passphrase is None:
-        raise BadInput(f"{path} is encrypted: set {PASSPHRASE_ENV}")
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # cryptography's way of saying the key is encrypted and needs the passphrase
+        passphrase = _passphrase()
+        if passphrase is None:
+            raise BadInput(f"{path} is encrypted: set {PASSPHRASE_ENV}") from None
+        try:
+            key = serialization.load_pem_private_key(data, password=passphrase)
+        except ValueError:
+            raise BadInput(f"cannot load {path}: wrong {PASSPHRASE_ENV}?") from None
     except ValueError:
-        reason = f"wrong {PASSPHRASE_ENV}?" if encrypted else "not a PKCS#8 PEM private key"
-        raise BadInput(f"cannot load {path}: {reason}") from None
+        raise BadInput(f"cannot load {path}: not a PKCS#8 PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise BadInput(f"{path} is not an Ed25519 private key")
     if raw_public_key(key.public_key()) != raw_public_key(load_public_key(key_dir, role)):
