@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from ledger.errors import BadInput
-from unlearning.model_store import COMPONENT_JSON, MANIFEST_FILE, MODEL_JSON, ModelVersion
+from unlearning.model_store import MANIFEST_FILE, MODEL_JSON, ModelVersion
 
 # The checkpoint files needed only to resume training.
 _PRIVATE_PREFIX = "training_state"
@@ -52,7 +52,3 @@ def bundle_version(bundle: Path) -> ModelVersion:
 
 def manifest_file(component_id: str) -> str:
     return f"components/{component_id}/{MANIFEST_FILE}"
-
-
-def component_file(component_id: str) -> str:
-    return f"components/{component_id}/{COMPONENT_JSON}"
