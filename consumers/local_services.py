@@ -172,9 +172,13 @@ class Service:
             return kafka_reachable(self.endpoint)
         return mlflow_reachable(self.endpoint)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the process group this service leads (mlflow forks uvicorn workers)."""
-        if not self.alive():
+    def stop(self, timeout_s: float = 30.0, spawned_here: bool = False) -> None:
+        """Stop the process group this service leads (mlflow forks uvicorn workers).
+
+        `spawned_here`: this process just started it, so it is ours even before its command line
+        shows the marker (a failed start-up must not leave it running).
+        """
+        if not spawned_here and not self.alive():
             return
         try:
             os.killpg(self.pid, signal.SIGTERM)
@@ -334,7 +338,7 @@ def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
         _wait(list(services.values()), timeout_s)
     except BaseException:
         for svc in started:
-            svc.stop()
+            svc.stop(spawned_here=True)
             services.pop(svc.name)
         _save_state(ws, services)
         raise
