@@ -20,15 +20,20 @@ def unlearning(
                              help="Directory for results.json, summary.md and the PNG plots (written as it goes)."),
     base: str = typer.Option(None, "--base", help="Base model [default: the preset's]: tiny, smollm2-135m or a "
                              "local Hugging Face checkpoint directory."),
-    methods: str = typer.Option("retrain,sisa,apa-d,apa-nd,s3t-b1,s3t-bL", "--methods",
-                                help="Comma-separated methods (retrain always runs first: it is the reference)."),
-    workloads: str = typer.Option("w1,w2,w3", "--workloads", help="Comma-separated workloads, run in this order."),
+    methods: str = typer.Option("retrain,sisa,apa-d,apa-nd,s3t-b1,s3t-bL,influence", "--methods",
+                                help="Comma-separated methods (retrain always runs first: it is the reference; "
+                                "influence is the approximate path, updating retrain's adapter)."),
+    workloads: str = typer.Option("w1,w2,w3,w4", "--workloads",
+                                  help="Comma-separated workloads, run in this order: w1 sequential single records, "
+                                  "w2 one batch of 5 %, w3 subjects, w4 corruption then correction (retrain and "
+                                  "influence only)."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads [default: the preset's]."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the summary."),
 ) -> None:
-    """Retrain vs SISA vs APA (D, ND) vs S3T (B=1, B=L) on the same data, base model, LoRA recipe,
-    seeds and erasure requests: unlearning cost, time to compliance, utility, distance to
-    retrain, storage, inference cost and exactness checks."""
+    """Retrain vs SISA vs APA (D, ND) vs S3T (B=1, B=L) vs the approximate influence update on the
+    same data, base model, LoRA recipe, seeds and erasure requests: unlearning cost, time to
+    compliance, utility, distance to retrain, forget-set AUC and membership inference, storage,
+    inference cost and exactness checks."""
     from unlearning.bench_unlearning import preset_named, run_unlearning_benchmark
 
     def items(text: str) -> list[str]:

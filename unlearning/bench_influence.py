@@ -85,8 +85,8 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
         on_test, on_fixed = p_yes(lora, test_ids), p_yes(lora, [e.prompt_ids for e in new])
         evaluation = metrics([int(r.answer == "Yes") for r in scored], on_test,
                              [history_positivity(r.prompt) for r in scored])
-        members = _losses(p_yes(lora, [e.prompt_ids for e in old]), list(bad.values()))
-        outsiders = _losses(p_yes(lora, [engine.base.encode_prompt(r.prompt) for r in held_out]), held_out)
+        on_old = p_yes(lora, [e.prompt_ids for e in old])
+        on_held_out = p_yes(lora, [engine.base.encode_prompt(r.prompt) for r in held_out])
         return {
             "workload": f"w4-{kind}", "model": model, "seed": seed, "corrupted_records": len(bad),
             "train_records": len(train), "seconds": round(seconds, 3), **extra,
@@ -94,9 +94,7 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
             "distance_to_retrain": _mean_abs(on_test, reference[0]),
             "distance_to_retrain_corrected": _mean_abs(on_fixed, reference[1]),
             "corrected_auc": metrics([int(r.answer == "Yes") for r in fixed], on_fixed, [None] * len(fixed)).auc,
-            # members have the lower loss: score = -loss
-            "mia_auc": metrics([1] * len(members) + [0] * len(outsiders), [-x for x in members + outsiders],
-                               [None]).auc,
+            "mia_auc": mia_auc(on_old, list(bad.values()), on_held_out, held_out),
         }
 
     rows = [row("corrupted", corrupted, corrupted_s), row("retrain", retrained, retrain_s)]
@@ -111,6 +109,14 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
         rows.append(row(f"influence-{settings.solver}", updated, solution.seconds, solver=settings.to_json(),
                         relative_residual=solution.relative_residual, hvp_examples=solution.hvp_examples))
     return rows
+
+
+def mia_auc(member_p: Sequence[float], members: Sequence[Record], outsider_p: Sequence[float],
+            outsiders: Sequence[Record]) -> float | None:
+    """Loss-based membership inference: the AUC of -loss telling members from outsiders
+    (0.5: members look unseen; 1: every member has the lower loss)."""
+    scores = [-x for x in _losses(member_p, members) + _losses(outsider_p, outsiders)]
+    return metrics([1] * len(members) + [0] * len(outsiders), scores, [None]).auc
 
 
 def _losses(p_yes: Sequence[float], records: Sequence[Record]) -> list[float]:

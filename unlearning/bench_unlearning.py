@@ -1,5 +1,6 @@
-"""`erasure bench unlearning`: retrain, SISA, APA (D, ND) and S3T (B=1, B=L) on the same data,
-base model, LoRA recipe, seeds and erasure requests (reference §7, design §5).
+"""`erasure bench unlearning`: retrain, SISA, APA (D, ND), S3T (B=1, B=L) and the approximate
+influence update on the same data, base model, LoRA recipe, seeds and erasure requests
+(reference §7, design §5).
 
 Per seed, every method trains version 1 in its own workspace (same records, partition key and
 recipe; only the method's own settings differ), then runs each workload on a copy of that
@@ -12,12 +13,17 @@ method must do for a request:
 - SISA, APA: the exclusion drops the affected shards; the restore retrains them (SISA from
   the last clean slice checkpoint, APA from scratch plus that adapter's validation column);
 - S3T: the exclusion truncates the orders and serves each shard's longest valid prefix; only
-  shards with no valid order left are retrained ("retrains forced").
+  shards with no valid order left are retrained ("retrains forced");
+- influence: receive, then one influence update of the trained retrain adapter removing every
+  record erased so far (`unlearning.approximate`); never exact, so no compliance time.
 
 Certification and registration are left out: they cost the same for every method, and
 `erasure bench forget` times them. Workloads, drawn by HMAC(seed, record id) and identical for
 every method: W1 sequential single-record erasures, W2 one batch of 5 % of the training
-records, W3 sequential subject erasures (all records of a subject).
+records, W3 sequential subject erasures (all records of a subject); W4 (`bench_influence`)
+corrupts 10 % of the records, trains, and corrects them exactly (retrain) and approximately.
+After every step: test AUC, distance to retrain, the erased records' AUC and a loss-based
+membership-inference AUC of the erased records against test records.
 
 Exactness columns: on the first request of a workload that retrains anything, the last
 retrained adapter (its whole lineage) and APA's aggregator are replayed from scratch on the
@@ -29,6 +35,7 @@ groups deactivated (tensors and P(Yes)).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -45,15 +52,17 @@ from ledger.workspace import Workspace
 from unlearning import movielens
 from unlearning.bench_forget import PARTITION_KEY, bench_workspace
 from unlearning.config import TrainConfig
+from unlearning.influence import SolverSettings
 from unlearning.forget import Request, affected_components, exclude, receive_many, restore
 from unlearning.model_store import ModelStore, ModelVersion
 from unlearning.partition import Partition, training_order
-from unlearning.records import Record
+from unlearning.records import Record, RecordStore
 
 NAME = "bench"
-METHODS = ("retrain", "sisa", "apa-d", "apa-nd", "s3t-b1", "s3t-bL")
-WORKLOADS = ("w1", "w2", "w3")
+METHODS = ("retrain", "sisa", "apa-d", "apa-nd", "s3t-b1", "s3t-bL", "influence")
+WORKLOADS = ("w1", "w2", "w3", "w4")
 BATCH_SHARE = 0.05  # W2: share of the training records erased in one batch
+CORRUPTED_SHARE = 0.10  # W4: share of the training records corrupted, then corrected
 CHECK_PROMPTS = 4  # test prompts whose P(Yes) the S3T check compares
 
 # One row per measurement: the initial training of a method (workload "train", step 0) or one
@@ -79,6 +88,9 @@ ROW_FIELDS = (
     "exact_retrained",  # replayed from scratch = retrained (None: not checked here)
     "exact_s3t_active",  # S3T served stages = deactivated full orders (None: nothing truncated)
     "check_s",  # seconds spent on the exactness checks (not part of unlearn_s)
+    "relative_residual",  # influence: ||(H + damping I) delta - b|| / ||b|| of the solve
+    "forget_auc",  # AUC on every record erased so far, with its true answer
+    "mia_auc",  # loss-based membership inference: erased records vs as many test records (0.5: unseen)
 )
 
 
@@ -99,17 +111,24 @@ class Preset:
     subjects: int  # W3: subject erasures, one after another
     seeds: int
     threads: int
+    solver_steps: int  # influence: Adam steps of the solve
+    solver_batch: int  # influence: examples per mini-batch Hessian-vector product
+    damping: float  # influence: λ of (H + λI)δ = b (large enough to make H + λI positive definite)
 
 
 PRESETS = {
     # CI smoke test: the 2-layer tiny model; W1 shortened to 4 erasures to stay well under 3 minutes.
     # One thread: on a busy 2-core machine two torch threads run many times slower than one.
     "tiny": Preset("tiny", base="tiny", users=40, history=5, per_user=2, eval_per_user=6, epochs=1.0, lr=1e-2,
-                   batch_size=8, shards=2, slices=2, sequential=4, subjects=2, seeds=1, threads=1),
+                   batch_size=8, shards=2, slices=2, sequential=4, subjects=2, seeds=1, threads=1,
+                   solver_steps=30, solver_batch=8, damping=1.0),
     "cpu": Preset("cpu", base="smollm2-135m", users=40, history=10, per_user=3, eval_per_user=10, epochs=0.5, lr=1e-3,
-                  batch_size=4, shards=4, slices=4, sequential=20, subjects=2, seeds=1, threads=2),
+                  batch_size=4, shards=4, slices=4, sequential=20, subjects=2, seeds=1, threads=2,
+                  # a solve of about the retrain's own cost (45 samples): 10 x 4 HVP examples
+                  solver_steps=10, solver_batch=4, damping=1.0),
     "gpu": Preset("gpu", base="smollm2-135m", users=300, history=10, per_user=5, eval_per_user=20, epochs=1.0, lr=1e-3,
-                  batch_size=8, shards=4, slices=4, sequential=20, subjects=5, seeds=3, threads=4),
+                  batch_size=8, shards=4, slices=4, sequential=20, subjects=5, seeds=3, threads=4,
+                  solver_steps=50, solver_batch=8, damping=1.0),
 }
 
 
@@ -119,6 +138,7 @@ class Erasure:
 
     requests: tuple[Request, ...]
     records: int
+    forget: tuple[Record, ...]  # the training records it erases
 
 
 def bench_records(preset: Preset) -> list[Record]:
@@ -141,19 +161,20 @@ def workloads(preset: Preset, seed: int, train: Sequence[Record]) -> dict[str, l
     def single(w: str, i: int, r: Record) -> Request:
         return Request(f"{w}-s{seed}-{i}", r.subject_id, (r.record_id,))
 
-    w1 = [Erasure((single("w1", i, r),), 1)
+    w1 = [Erasure((single("w1", i, r),), 1, (r,))
           for i, r in enumerate(training_order(seed, "bench/w1", train)[:preset.sequential])]
     batch = training_order(seed, "bench/w2", train)[:max(1, round(BATCH_SHARE * len(train)))]
     grouped: dict[str, list[str]] = defaultdict(list)
     for r in batch:
         grouped[r.subject_id].append(r.record_id)
     w2 = [Erasure(tuple(Request(f"w2-s{seed}-{i}", s, tuple(ids)) for i, (s, ids) in enumerate(grouped.items())),
-                  len(batch))]
+                  len(batch), tuple(batch))]
     subjects = list(dict.fromkeys(r.subject_id for r in training_order(seed, "bench/w3", train)))[:preset.subjects]
-    size = defaultdict(int)
+    of: dict[str, list[Record]] = defaultdict(list)
     for r in train:
-        size[r.subject_id] += 1
-    w3 = [Erasure((Request(f"w3-s{seed}-{i}", s),), size[s]) for i, s in enumerate(subjects)]
+        of[r.subject_id].append(r)
+    w3 = [Erasure((Request(f"w3-s{seed}-{i}", s),), len(of[s]), tuple(sorted(of[s], key=lambda r: r.record_id)))
+          for i, s in enumerate(subjects)]
     return {"w1": w1, "w2": w2, "w3": w3}
 
 
@@ -167,6 +188,7 @@ def method_configs(preset: Preset, base: str, seed: int, threads: int, precision
     s3t = dict(method="s3t", shards=shards, slices=slices, layers_per_group=max(1, num_layers // slices))
     return {
         "retrain": TrainConfig(method="retrain", **common),
+        "influence": TrainConfig(method="retrain", **common),  # the retrain adapter, updated instead of retrained
         "sisa": TrainConfig(method="sisa", shards=shards, slices=slices, **common),
         "apa-d": TrainConfig(method="apa", shards=shards, merge="d", **common),
         "apa-nd": TrainConfig(method="apa", shards=shards, merge="nd", **common),
@@ -224,10 +246,12 @@ class _Scorer:
     same numbers as `Predictor`: same batches, same order); APA goes through `Predictor`."""
 
     def __init__(self, test: Sequence[Record]):
+        self.records = list(test)
         self.prompts = [r.prompt for r in test]
         self.labels = [int(r.answer == "Yes") for r in test]
         self.baseline = [movielens.history_positivity(r.prompt) for r in test]
         self._cache: dict[tuple[str, str], list[float]] = {}
+        self._by_record: dict[tuple[str, str], dict[str, float]] = {}
         self._engine, self._engine_config = None, None
 
     def engine(self, version: ModelVersion):  # type: ignore[no-untyped-def]
@@ -251,6 +275,24 @@ class _Scorer:
 
     def p_yes(self, version: ModelVersion) -> list[float]:
         return self.prepare(version)()
+
+    def p_yes_of(self, version: ModelVersion, records: Sequence[Record]) -> list[float]:
+        """P(Yes) on other records (the forget set), cached per (adapter, record) under mean_p_yes."""
+        if version.meta["aggregation"]["rule"] == "apa":
+            from unlearning.inference import Predictor
+
+            return Predictor(version).p_yes([r.prompt for r in records])
+        engine = self.engine(version)
+        per_component = []
+        for cid in version.aggregate:
+            component = version.component(cid)
+            cached = self._by_record.setdefault((version.meta["config_sha256"], component.weights_sha256), {})
+            missing = [r for r in records if r.record_id not in cached]
+            if missing:
+                scores = engine.p_yes(component.adapter(), [engine.base.encode_prompt(r.prompt) for r in missing])
+                cached.update(zip((r.record_id for r in missing), scores, strict=True))
+            per_component.append([cached[r.record_id] for r in records])
+        return [sum(scores) / len(scores) for scores in zip(*per_component, strict=True)]
 
     def zero_shot(self, config: TrainConfig) -> dict:
         """Metrics of the base model alone (LoRA B starts at zero: the initial adapter is a no-op)."""
@@ -283,6 +325,8 @@ class _Run:
     current: ModelVersion  # the version served now
     full: dict[int, ModelVersion] = field(default_factory=dict)  # S3T: shard -> version that last retrained it
     receipts: list = field(default_factory=list)
+    forget: tuple[Record, ...] = ()  # every training record erased so far
+    held: list = field(default_factory=list)  # influence: the erased records as trained (in memory only)
     erased_total: int = 0
     checked: bool = False  # exact_retrained: replayed once per workload
 
@@ -297,9 +341,13 @@ class UnlearningBenchmark:
             raise BadInput(f"unknown method or workload {unknown[0]!r} (methods: {', '.join(METHODS)}; "
                            f"workloads: {', '.join(WORKLOADS)})")
         self.preset, self.out, self.seeds, self.base, self.threads, self.log = preset, out, seeds, base, threads, log
+        # the benchmark applies every update and reports its residual (the service refuses poor solves)
+        self.solver = SolverSettings(steps=preset.solver_steps, batch_size=preset.solver_batch, damping=preset.damping,
+                                     max_residual=math.inf)
         self.methods = sorted(methods, key=METHODS.index)  # retrain first: the others' distance needs it
         self.workload_order = list(workload_order)
         self.rows: list[dict] = []
+        self.corrections: list[dict] = []  # W4 rows (`bench_influence`)
         self._reference: dict[tuple[int, str, int], list[float]] = {}
 
     def run(self) -> dict:
@@ -319,6 +367,7 @@ class UnlearningBenchmark:
                          "methods": self.methods, "workloads": self.workload_order, "precision": precision},
             "data": {"train": len(train), "test": len(test), "records": len(records)},
             "rows": self.rows,
+            "corrections": self.corrections,
         }
         scorer = _Scorer(test)
         with tempfile.TemporaryDirectory(prefix="erasure-bench-unlearning-") as tmp, _own_key_dirs():
@@ -332,11 +381,13 @@ class UnlearningBenchmark:
                 # method on the first workloads rather than every workload for the first methods
                 trained: dict[str, tuple[Workspace, ModelVersion]] = {}
                 for workload in self.workload_order:
+                    if workload == "w4":
+                        self._corrections(seed, train, test, configs["retrain"])
+                        continue
                     for method in self.methods:
                         root = Path(tmp) / f"seed{seed}-{method}"
                         if method not in trained:
-                            ws = bench_workspace(root, "trained", records)
-                            trained[method] = (ws, self._train(seed, method, ws, configs[method], scorer))
+                            trained[method] = self._trained(seed, method, root, records, configs, trained, scorer)
                         ws, version = trained[method]
                         cloned = _clone(ws, root / workload)
                         start = ModelStore(cloned).get(NAME, version.version)
@@ -345,13 +396,37 @@ class UnlearningBenchmark:
                             self._step(seed, run, step, erasure, scorer)
                         shutil.rmtree(cloned.home)
                         self._write(summary=True)
-                for ws, _ in trained.values():
-                    shutil.rmtree(ws.home.parent)
+                for home in {ws.home.parent for ws, _ in trained.values()}:
+                    shutil.rmtree(home)
         self.result["complete"] = True
         self._write(summary=True, plots=True)
         return self.result
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _trained(self, seed: int, method: str, root: Path, records: Sequence[Record], configs: dict[str, TrainConfig],
+                 trained: dict[str, tuple[Workspace, ModelVersion]], scorer: _Scorer) -> tuple[Workspace, ModelVersion]:
+        """Version 1 of a method's model. `influence` updates the very adapter `retrain` trained
+        (same config, same digest), so it reuses it and its training row."""
+        if method == "influence" and "retrain" in trained:
+            row = next(r for r in reversed(self.rows) if r["method"] == "retrain" and r["workload"] == "train")
+            self.rows.append({**row, "method": method})
+            return trained["retrain"]
+        ws = bench_workspace(root, "trained", records)
+        return ws, self._train(seed, method, ws, configs[method], scorer)
+
+    def _corrections(self, seed: int, train: Sequence[Record], test: Sequence[Record], config: TrainConfig) -> None:
+        """W4: corrupt 10 % of the training records (answers flipped; a movie added to the liked
+        history), train on them, then correct exactly (retrain on clean data) and approximately."""
+        from unlearning.bench_influence import CORRUPTIONS, run_influence_benchmark
+
+        for kind in CORRUPTIONS:
+            rows = run_influence_benchmark(train, test, config, kind, CORRUPTED_SHARE, seed, [self.solver])
+            self.corrections += rows
+            for row in rows:
+                self.log(f"seed {seed} {row['model']:17} w4-{kind}: seconds {row.get('seconds', 'n/a')}, "
+                         f"auc {row.get('auc', 'n/a')}, residual {row.get('relative_residual', 'n/a')}")
+            self._write(summary=True)
 
     def _train(self, seed: int, method: str, ws: Workspace, config: TrainConfig, scorer: _Scorer) -> ModelVersion:
         from unlearning.training import train_model
@@ -364,12 +439,16 @@ class UnlearningBenchmark:
         started = time.perf_counter()
         p_yes = score()
         inference_ms = 1000 * (time.perf_counter() - started) / max(1, len(p_yes))
-        self._row(seed, method, "train", 0, version, p_yes, scorer, erased_records=0, erased_total=0,
+        self._row(seed, method, "train", 0, version, scorer, p_yes=p_yes, erased_records=0, erased_total=0,
                   train_s=train_s, grad_samples=grad, forward_samples=forward, inference_ms_per_sample=inference_ms,
                   retrained_components=len(version.components))
         return version
 
     def _step(self, seed: int, run: _Run, step: int, erasure: Erasure, scorer: _Scorer) -> None:
+        run.forget += erasure.forget
+        if run.method == "influence":
+            self._approximate_step(seed, run, step, erasure, scorer)
+            return
         clean, served, restored, compliance_s, unlearn_s = _unlearn(run, erasure)
         retrained = _retrained(clean, restored) if restored is not None else []
         grad, forward = _costs(retrained, served.aggregate)
@@ -387,18 +466,52 @@ class UnlearningBenchmark:
             exact_retrained, run.checked = _replays_equal(run.ws, served, retrained), True
         exact_s3t = _s3t_active_equal(served, run.full, run.trained, scorer) if forced is not None else None
         check_s = time.perf_counter() - checks
-        self._row(seed, run.method, run.workload, step, served, scorer.p_yes(served), scorer,
+        self._row(seed, run.method, run.workload, step, served, scorer, run.forget,
                   erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
                   compliance_s=compliance_s, restored_s=unlearn_s if restored is not None else None,
                   grad_samples=grad, forward_samples=forward, retrained_components=len(retrained),
                   s3t_retrains_forced=forced, exact_retrained=exact_retrained, exact_s3t_active=exact_s3t,
                   check_s=check_s)
 
-    def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, p_yes: list[float],
-             scorer: _Scorer, **values: object) -> None:
+    def _approximate_step(self, seed: int, run: _Run, step: int, erasure: Erasure, scorer: _Scorer) -> None:
+        """The approximate path alone: the trained adapter moved by one influence update that
+        removes every record erased so far (an approximate version is never the base of
+        another; the exact retrain that follows it in the service is `retrain`'s row)."""
+        from unlearning.approximate import influence_version
+
+        started = time.perf_counter()
+        ids = {r.record_id for r in erasure.forget}
+        with RecordStore.open(run.ws) as store:
+            run.held += [r for r in store.records("train") if r.record_id in ids]
+        receipts = receive_many(run.ws, list(erasure.requests))
+        bad = next((r for r in receipts if isinstance(r, BadInput)), None)
+        if bad is not None:
+            raise bad
+        run.receipts += receipts
+        update = influence_version(run.ws, run.trained, run.held, [], run.receipts, self.solver)
+        unlearn_s = time.perf_counter() - started
+        run.erased_total += erasure.records
+        if update is None:  # cannot happen: every erased record was trained on
+            raise BadInput(f"step {step}: no served adapter was trained on the erased records")
+        run.current = update.version
+        solutions = update.solutions.values()
+        self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget,
+                  erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
+                  grad_samples=sum(s.hvp_examples + s.gradient_examples for s in solutions),
+                  retrained_components=0, relative_residual=max(s.relative_residual for s in solutions))
+
+    def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, scorer: _Scorer,
+             forget: Sequence[Record] = (), p_yes: list[float] | None = None, **values: object) -> None:
+        from unlearning.bench_influence import mia_auc
         from unlearning.evaluation import metrics
 
+        p_yes = scorer.p_yes(version) if p_yes is None else p_yes
         evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
+        if forget:
+            p_forget = scorer.p_yes_of(version, forget)
+            values["forget_auc"] = metrics([int(r.answer == "Yes") for r in forget], p_forget, [None]).auc
+            n = min(len(forget), len(scorer.records))
+            values["mia_auc"] = mia_auc(p_forget, forget, p_yes[:n], scorer.records[:n])
         if method == "retrain":
             self._reference[(seed, workload, step)] = p_yes
         reference = self._reference.get((seed, workload, step))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from unlearning.bench_report import PLOTS
-from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, WORKLOADS, bench_records, workloads
+from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, bench_records, workloads
 from unlearning.partition import Partition
 
 
@@ -44,18 +44,37 @@ def test_tiny_preset_writes_results_summary_and_plots(tiny_run):
         assert row["distance_to_retrain"] == 0 if row["method"] == "retrain" else row["distance_to_retrain"] >= 0
         if row["method"].startswith("s3t"):
             assert len(row["s3t_prefixes"]) == preset.shards
-        if row["workload"] != "train":
-            assert row["unlearn_s"] >= row["compliance_s"] > 0
+        if row["workload"] == "train":
+            assert row["forget_auc"] is row["mia_auc"] is None
+        else:
             assert (row["s3t_retrains_forced"] is not None) == row["method"].startswith("s3t")
+            assert 0 <= row["mia_auc"] <= 1
+            if row["method"] == "influence":  # the approximate path never gives exact compliance
+                assert row["compliance_s"] is row["restored_s"] is None and row["relative_residual"] >= 0
+                assert row["unlearn_s"] > 0 and row["retrained_components"] == 0 and row["grad_samples"] > 0
+            else:
+                assert row["unlearn_s"] >= row["compliance_s"] > 0 and row["relative_residual"] is None
+    # the approximate update moves the retrain adapter: never bitwise the trained one, never the exact retrain
+    influence = [r for r in rows if r["method"] == "influence" and r["workload"] != "train"]
+    assert influence and all(r["distance_to_retrain"] > 0 for r in influence)
+
+    # W4: the corrupted adapter, its exact correction (the reference) and the influence correction, per corruption
+    corrections = data["corrections"]
+    assert [(r["workload"], r["model"]) for r in corrections] == [
+        (f"w4-{kind}", model) for kind in ("rc", "qm") for model in ("corrupted", "retrain", "influence-adam")]
+    assert all(r["distance_to_retrain"] == 0 for r in corrections if r["model"] == "retrain")
+    assert all(r["distance_to_retrain"] > 0 and r["relative_residual"] >= 0
+               for r in corrections if r["model"] == "influence-adam")
 
     # the exactness columns pass wherever they were checked, and were checked for every method that can fail them
-    for column, methods in (("exact_retrained", set(METHODS) - {"retrain"}), ("exact_s3t_active", {"s3t-b1", "s3t-bL"})):
+    for column, methods in (("exact_retrained", set(METHODS) - {"retrain", "influence"}), ("exact_s3t_active", {"s3t-b1", "s3t-bL"})):
         checked = [r for r in rows if r[column] is not None]
         assert all(r[column] is True for r in checked), column
         assert {r["method"] for r in checked} == methods, column
 
     summary = (out / "summary.md").read_text()
     assert "(complete)" in summary and "speed-up vs retrain" in summary and "ΔAUC vs retrain" in summary
+    assert "## W4 corruption, then correction" in summary and "| w4-qm | influence-adam |" in summary
     assert all(f"| {m} |" in summary for m in METHODS)
     assert summary in result.stdout
     for plot in PLOTS:
@@ -70,7 +89,7 @@ def test_request_streams_depend_only_on_the_seed_and_the_records():
     first, again, reordered = (workloads(preset, 0, t) for t in (train, list(train), train[::-1]))
     assert first == again == reordered
     assert workloads(preset, 1, train) != first
-    assert set(first) == set(WORKLOADS)
+    assert set(first) == {"w1", "w2", "w3"}  # W4 is no request stream
     assert sum(e.records for e in first["w2"]) == round(0.05 * len(train))
     assert all(len(e.requests) == 1 and e.records == 1 for e in first["w1"])
 
