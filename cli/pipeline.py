@@ -7,9 +7,16 @@ from pathlib import Path
 import typer
 
 from cli.output import fail, print_json
+from cli.registry import DAMPING, SOLVER, SOLVER_STEPS
 from ledger.workspace import Workspace
 
-request_app = typer.Typer(help="Produce erasure requests to Kafka (topic erasure.requests).", no_args_is_help=True)
+DEADLINE = typer.Option(None, "--deadline", help="ISO 8601 deadline with a timezone, e.g. 2026-12-01T00:00:00Z.")
+REQUESTER = typer.Option("cli", "--requester", help="Who asked (system or person).")
+REQUEST_ID = typer.Option(None, "--request-id", help="Reuse an id to make a resend idempotent.")
+APPROXIMATE = typer.Option(False, "--approximate", help="Ask for an APPROXIMATE influence update first (retrain and "
+                           "sisa models; schema v1.1); the exact path always follows and supersedes it.")
+
+request_app = typer.Typer(help="Produce erasure and rectification requests to Kafka (topic erasure.requests).", no_args_is_help=True)
 
 
 def _send(requests: list) -> list[str]:
@@ -27,20 +34,44 @@ def erase(
     subject: str = typer.Option(..., "--subject", help="Subject id whose data must be erased."),
     record: list[str] = typer.Option(None, "--record", help="Erase only these record ids (repeatable)."),
     model: str = typer.Option(None, "--model", help="Limit the erasure to one model (default: every model)."),
-    deadline: str = typer.Option(None, "--deadline", help="ISO 8601 deadline with a timezone, e.g. 2026-12-01T00:00:00Z."),
+    deadline: str = DEADLINE,
     legal_basis: str = typer.Option("GDPR Art. 17", "--legal-basis", help="Why the data must go."),
-    requester: str = typer.Option("cli", "--requester", help="Who asked (system or person)."),
-    request_id: str = typer.Option(None, "--request-id", help="Reuse an id to make a resend idempotent."),
+    requester: str = REQUESTER,
+    request_id: str = REQUEST_ID,
+    approximate: bool = APPROXIMATE,
 ) -> None:
     """Send one erasure request and print its request id."""
-    from producers.schemas import ErasureRequest, parse_request
+    _send_one({"kind": "erase_records" if record else "erase_subject", "subject_id": subject,
+               "record_ids": record or None, "model": model, "legal_basis": legal_basis, "requester": requester,
+               "deadline": deadline, "request_id": request_id, "approximate": approximate or None})
 
-    fields = {"kind": "erase_records" if record else "erase_subject", "subject_id": subject,
-              "record_ids": record or None, "model": model, "legal_basis": legal_basis, "requester": requester,
-              "deadline": deadline, "request_id": request_id,
-              "schema": "erasure.request/v1"}
-    req: ErasureRequest = parse_request({k: v for k, v in fields.items() if v is not None})
-    typer.echo(_send([req])[0])
+
+@request_app.command()
+def rectify(
+    subject: str = typer.Option(..., "--subject", help="Subject id the record belongs to."),
+    record: str = typer.Option(..., "--record", help="Record id to correct."),
+    prompt: str = typer.Option(None, "--prompt", help="The corrected prompt (query modification)."),
+    answer: str = typer.Option(None, "--answer", help="The corrected answer (response correction)."),
+    model: str = typer.Option(None, "--model", help="Limit the retrain to one model (default: every model)."),
+    deadline: str = DEADLINE,
+    legal_basis: str = typer.Option("GDPR Art. 16", "--legal-basis", help="Why the data must change."),
+    requester: str = REQUESTER,
+    request_id: str = REQUEST_ID,
+    approximate: bool = APPROXIMATE,
+) -> None:
+    """Send one rectification request (schema erasure.request/v1.1) and print its request id.
+
+    The record store takes the corrected content under a new commitment; every model trained on the old content is handled as for an erasure of it (exclusion, retrain on the corrected data).
+    """
+    _send_one({"kind": "rectify_record", "subject_id": subject, "record_ids": [record], "prompt": prompt,
+               "answer": answer, "model": model, "legal_basis": legal_basis, "requester": requester,
+               "deadline": deadline, "request_id": request_id, "approximate": approximate or None})
+
+
+def _send_one(fields: dict) -> None:
+    from producers.schemas import new_request
+
+    typer.echo(_send([new_request({k: v for k, v in fields.items() if v is not None})])[0])
 
 
 @request_app.command("import")
@@ -81,6 +112,9 @@ def serve(
     prefix: str = typer.Option("", "--prefix", help="Prefix of topic and consumer-group names (e.g. 'staging.')."),
     instance: str = typer.Option(None, "--instance", help="This process's name in groups, transactions and the "
                                  "ledger (default: host-pid); keep it across restarts."),
+    solver: str = SOLVER,
+    solver_steps: int = SOLVER_STEPS,
+    damping: float = DAMPING,
 ) -> None:
     """Run the planner and/or an executor until SIGINT/SIGTERM (a second signal stops at once).
 
@@ -98,7 +132,10 @@ def serve(
         fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance()).start()
+    from unlearning.influence import SolverSettings
+
+    service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance(),
+                      solver=SolverSettings(solver=solver, steps=solver_steps, damping=damping)).start()
 
     def on_signal(signum: int, frame: object) -> None:
         if service.stopping:

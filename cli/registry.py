@@ -14,11 +14,11 @@ JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 
 APPROXIMATE = typer.Option(False, "--approximate", help="First publish an APPROXIMATE influence-function update "
                            "(retrain and sisa models); the exact path follows and supersedes it.")
-SOLVER = typer.Option("adam", "--solver", help="With --approximate: adam (mini-batch HVPs) or cg (full-batch "
+SOLVER = typer.Option("adam", "--solver", help="Approximate updates: adam (mini-batch HVPs) or cg (full-batch "
                       "conjugate gradients, small adapters).")
-SOLVER_STEPS = typer.Option(200, "--solver-steps", min=1, help="With --approximate: Adam steps or at most this many "
+SOLVER_STEPS = typer.Option(200, "--solver-steps", min=1, help="Approximate updates: Adam steps or at most this many "
                             "CG iterations.")
-DAMPING = typer.Option(0.1, "--damping", min=0.0, help="With --approximate: lambda in (H + lambda I) delta = b.")
+DAMPING = typer.Option(0.1, "--damping", min=0.0, help="Approximate updates: lambda in (H + lambda I) delta = b.")
 
 
 def _settings(approximate: bool, solver: str, steps: int, damping: float):  # type: ignore[no-untyped-def]

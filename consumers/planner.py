@@ -7,10 +7,15 @@ milliseconds per request:
 1. parse: a bad message goes to the DLQ with the reason, gets a `request_rejected` entry and a
    `rejected` event; a request for an unknown model or subject is rejected the same way (no DLQ);
 2. receive: log each request with its commitments and crypto-shred its records (`receive_many`);
+   a rectification (v1.1 `rectify_record`) replaces the record's content under a new commitment
+   and logs the old one, which the exact path then treats like an erased record;
 3. plan: the shards of each model that trained on the records (record-store provenance: a
    record's shard never changes, and a restore running meanwhile may already have dropped the
    shard from the newest version, so the newest version's manifests could miss it);
-4. one job per affected model/shard, keyed model/shard. The excluder (`consumers.excluder`,
+4. v1.1 `approximate` requests: an APPROXIMATE influence update per affected model (retrain and
+   SISA models), from the records held in memory before step 2, under the model's lock; the
+   batch's jobs wait for it (seconds), the exact path always follows;
+5. one job per affected model/shard, keyed model/shard. The excluder (`consumers.excluder`,
    same role) and the executors both consume them: exclusion first, then the retrain.
 
 Every step is idempotent by request id, so a redelivered batch repeats only events.
@@ -24,12 +29,16 @@ from consumers import stages
 from consumers.loop import Batching
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import Context
+from consumers.versions import Context, model_lock, settle
 from ledger.errors import BadInput
 from ledger.log import open_ledger
 from producers.schemas import ErasureRequest, Job, parse_request
+from unlearning.approximate import latest_exact
 from unlearning.certify import Receipt
-from unlearning.forget import Request, receive_many
+from unlearning.forget import (
+    Request, approximate_update, correction, lookup_receipt, receive_many, receive_rectification,
+)
+from unlearning.influence import SolverSettings
 from unlearning.records import RecordStore
 from unlearning.secrets import subject_tag
 
@@ -37,9 +46,9 @@ from unlearning.secrets import subject_tag
 class Planner(Batching):
     name = "planner"
 
-    def __init__(self, ctx: Context, topics: Topics) -> None:
+    def __init__(self, ctx: Context, topics: Topics, solver: SolverSettings | None = None) -> None:
         super().__init__()
-        self.ctx, self.topics = ctx, topics
+        self.ctx, self.topics, self.solver = ctx, topics, solver or SolverSettings()
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
@@ -63,11 +72,15 @@ class Planner(Batching):
                 rejected.append((req.request_id, f"no model named {req.model!r}", message))
             else:
                 valid.append((message, req))
+        erasures = [(m, r) for m, r in valid if r.kind != "rectify_record"]
+        held = self._held([r for _, r in erasures if r.approximate])  # read before the store shreds them
         results = receive_many(self.ctx.ws, [Request(req.request_id, req.subject_id,
                                                      tuple(req.record_ids) if req.record_ids else None,
-                                                     req.model, _source(message, req)) for message, req in valid])
+                                                     req.model, _source(message, req)) for message, req in erasures])
+        results += [self._rectification(message, req, held) for message, req in valid if req.kind == "rectify_record"]
         accepted: dict[str, tuple[ErasureRequest, Receipt]] = {}
-        for (message, req), result in zip(valid, results):
+        ordered = erasures + [(m, r) for m, r in valid if r.kind == "rectify_record"]
+        for (message, req), result in zip(ordered, results, strict=True):
             if isinstance(result, BadInput):  # names the subject: the ledger and events use its tag
                 tag = f"with tag {subject_tag(self.ctx.ws, req.subject_id)[:16]}"
                 rejected.append((req.request_id, str(result).replace(repr(req.subject_id), tag), message))
@@ -75,9 +88,63 @@ class Planner(Batching):
                 accepted[req.request_id] = (req, result)
         self._reject(rejected, outbox)
         plans = self._plan(accepted, models, outbox)
+        self._approximate(accepted, plans, held, outbox)
         self._jobs(plans, outbox)
         outbox.lines.extend(f"request {rid}: {outbox.last[rid]}" for rid in handled)
         return outbox
+
+    def _held(self, requests: list[ErasureRequest]) -> dict[str, tuple[list, list]]:
+        """Per approximate erasure: (its training records as stored, no replacements)."""
+        if not requests:
+            return {}
+        with RecordStore.open(self.ctx.ws) as store:
+            train = store.records("train")
+        return {req.request_id: ([r for r in train if r.subject_id == req.subject_id
+                                  and (not req.record_ids or r.record_id in req.record_ids)], [])
+                for req in requests}
+
+    def _rectification(self, message, req: ErasureRequest, held: dict) -> Receipt | BadInput:  # type: ignore[no-untyped-def]
+        """Log a rectification and replace the record's content (the exact path then treats the
+        old commitment as erased); its old and new content go to `held` for an approximate update."""
+        try:
+            old, new = correction(self.ctx.ws, req.record_ids[0], req.prompt, req.answer, req.subject_id)
+            receipt = lookup_receipt(self.ctx.ws, req.request_id)
+            first = receipt is None or old.commitment.hex() in receipt.commitments
+            if receipt is None and (new.prompt, new.answer) == (old.prompt, old.answer):
+                raise BadInput(f"record {old.record_id!r} already has this prompt and answer: nothing to rectify")
+            if not first and (new.prompt, new.answer) != (old.prompt, old.answer):
+                raise BadInput(f"request {req.request_id} was logged for earlier content of record {old.record_id!r}")
+            receipt = receive_rectification(self.ctx.ws, req.request_id, old, new, req.model, receipt,
+                                            {**_source(message, req), "kind": "rectify_record"})
+        except BadInput as err:
+            return err
+        if req.approximate and first:
+            held[req.request_id] = ([old], [new])
+        return receipt
+
+    def _approximate(self, accepted: dict, plans: dict[str, dict[str, list[int]]], held: dict,
+                     outbox: Outbox) -> None:
+        """For approximate requests received now (a redelivered one has no records left): the
+        influence update of each model that trained on the records, published APPROXIMATE
+        before the batch's jobs go out (design §5: the exact path follows and supersedes it)."""
+        for rid, (old, new) in held.items():
+            if rid not in accepted or not old:
+                continue
+            receipt = accepted[rid][1]
+            for model in plans.get(rid, {}):
+                with model_lock(self.ctx.ws, model):
+                    settle(self.ctx, model, outbox)
+                    try:
+                        published = approximate_update(self.ctx.ws, self.ctx.registry, latest_exact(self.ctx.ws, model),
+                                                       old, new, receipt, self.solver)
+                    except BadInput as err:
+                        outbox.event(rid, "approximate", model=model, reason=f"no approximate update: {err}")
+                        continue
+                if published is not None:
+                    registered, _ = published
+                    outbox.event(rid, "approximate", model=model, version=registered.version,
+                                 certificate_sha256=registered.certificate_sha256,
+                                 reason="APPROXIMATE influence update; the exact path follows")
 
     def _reject(self, rejected: list, outbox: Outbox) -> None:
         if not rejected:

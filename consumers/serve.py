@@ -17,6 +17,7 @@ from consumers.excluder import Excluder
 from consumers.executor import Executor
 from consumers.loop import ConsumerLoop
 from consumers.planner import Planner
+from unlearning.influence import SolverSettings
 from consumers.topics import Topics, ensure_topics
 from consumers.versions import Context
 from ledger.errors import ServiceError
@@ -42,6 +43,7 @@ class Service:
     instance: str = field(default_factory=default_instance)
     bootstrap: str | None = None
     errors: list[BaseException] = field(default_factory=list)
+    solver: SolverSettings = field(default_factory=SolverSettings)  # the planner's approximate updates
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -68,7 +70,7 @@ class Service:
         ctx = Context(self.ws, self.instance)
         wanted = []
         if self.role in ("planner", "all"):
-            wanted.append((Planner(ctx, self.topics), self.topics.requests, self.topics.planner_group, 2000))
+            wanted.append((Planner(ctx, self.topics, self.solver), self.topics.requests, self.topics.planner_group, 2000))
             wanted.append((Excluder(ctx, self.topics), self.topics.jobs, self.topics.excluder_group, 5000))
         if self.role in ("executor", "all"):
             wanted.append((Executor(ctx, self.topics, self.window_s), self.topics.jobs, self.topics.executor_group, 100))

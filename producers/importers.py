@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ledger.errors import BadInput
-from producers.schemas import REQUEST_SCHEMA, ErasureRequest, parse_request
+from producers.schemas import REQUEST_SCHEMA, REQUEST_SCHEMA_V1_1, ErasureRequest, parse_request
 
 # CSV carries the request fields as columns; record_ids is a ';'-separated list.
 _LIST_SEPARATOR = ";"
@@ -55,8 +55,9 @@ def read_requests(path: Path) -> list[ErasureRequest]:
 
 
 def _parse_line(path: Path, line: int, data: object) -> ErasureRequest:
-    if isinstance(data, dict):
-        data = {"schema": REQUEST_SCHEMA, **data}
+    if isinstance(data, dict) and "schema" not in data:  # the oldest schema that can carry the line
+        v1_1 = data.get("kind") == "rectify_record" or data.get("approximate") is not None
+        data = {"schema": REQUEST_SCHEMA_V1_1 if v1_1 else REQUEST_SCHEMA, **data}
     try:
         return parse_request(data)
     except BadInput as err:

@@ -17,6 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ledger.errors import BadInput
 
 REQUEST_SCHEMA = "erasure.request/v1"
+# v1.1 (minor, backward compatible): adds kind rectify_record (prompt / answer) and the
+# approximate flag; every v1 message means what it meant. A message that uses them names v1.1.
+REQUEST_SCHEMA_V1_1 = "erasure.request/v1.1"
 JOB_SCHEMA = "erasure.job/v1"
 EVENT_SCHEMA = "erasure.event/v1"
 
@@ -33,6 +36,7 @@ def _aware(value: datetime) -> datetime:
 
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+Content = Annotated[str, Field(min_length=1, max_length=65536)]
 
 
 class _Message(BaseModel):
@@ -43,25 +47,48 @@ class _Message(BaseModel):
 
 
 class ErasureRequest(_Message):
-    """A data platform's request to erase a subject (or some of its records) from models."""
+    """A data platform's request to erase a subject (or some of its records) from models, or
+    (v1.1) to rectify one record: new prompt, new answer or both."""
 
-    schema_: Literal["erasure.request/v1"] = Field(REQUEST_SCHEMA, alias="schema")
+    schema_: Literal["erasure.request/v1", "erasure.request/v1.1"] = Field(REQUEST_SCHEMA, alias="schema")
     request_id: NonEmpty = Field(default_factory=lambda: str(uuid.uuid4()))
-    kind: Literal["erase_subject", "erase_records"]
+    kind: Literal["erase_subject", "erase_records", "rectify_record"]
     subject_id: NonEmpty
     record_ids: list[NonEmpty] | None = None
+    prompt: Content | None = Field(None, description="v1.1, rectify_record: the corrected prompt.")
+    answer: Content | None = Field(None, description="v1.1, rectify_record: the corrected answer.")
+    approximate: bool | None = Field(None, description="v1.1: publish an APPROXIMATE influence update first; the "
+                              "exact path always follows and supersedes it.")
     model: NonEmpty | None = Field(None, description="Limit the erasure to one model; all models when absent.")
     requested_at: Timestamp = Field(default_factory=utcnow)
     deadline: Timestamp | None = None
     legal_basis: NonEmpty = "GDPR Art. 17"
     requester: NonEmpty = "unknown"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _minor_version(cls, data: object) -> object:
+        """Built in code without a schema: v1.1 exactly when a v1.1 feature is used."""
+        if isinstance(data, dict) and "schema" not in data and "schema_" not in data and (
+                data.get("kind") == "rectify_record" or data.get("approximate") is not None):
+            return {**data, "schema": REQUEST_SCHEMA_V1_1}
+        return data
+
     @model_validator(mode="after")
     def _records_match_kind(self) -> "ErasureRequest":
+        if self.kind != "rectify_record" and (self.prompt is not None or self.answer is not None):
+            raise ValueError(f"prompt and answer belong to kind rectify_record, not {self.kind}")
+        if (self.kind == "rectify_record" or self.approximate is not None) and self.schema_ == REQUEST_SCHEMA:
+            raise ValueError(f"kind rectify_record, prompt, answer and approximate need schema {REQUEST_SCHEMA_V1_1!r}")
         if self.kind == "erase_records" and not self.record_ids:
             raise ValueError("kind erase_records needs a non-empty record_ids")
         if self.kind == "erase_subject" and self.record_ids:
             raise ValueError("kind erase_subject takes no record_ids (use erase_records)")
+        if self.kind == "rectify_record":
+            if not self.record_ids or len(self.record_ids) != 1:
+                raise ValueError("kind rectify_record needs exactly one record id in record_ids")
+            if self.prompt is None and self.answer is None:
+                raise ValueError("kind rectify_record needs a new prompt, a new answer or both")
         return self
 
 
@@ -81,7 +108,8 @@ class Job(_Message):
         return f"{self.model}/{self.shard}".encode()
 
 
-Status = Literal["received", "planned", "excluded", "certified", "restored", "rejected", "failed"]
+# approximate: an APPROXIMATE influence update was published (v1.1 requests with approximate)
+Status = Literal["received", "planned", "approximate", "excluded", "certified", "restored", "rejected", "failed"]
 
 
 class OutcomeEvent(_Message):
@@ -100,7 +128,8 @@ class OutcomeEvent(_Message):
     deadline: Timestamp | None = None
 
 
-SCHEMAS: dict[str, type[_Message]] = {REQUEST_SCHEMA: ErasureRequest, JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent}
+SCHEMAS: dict[str, type[_Message]] = {REQUEST_SCHEMA: ErasureRequest, REQUEST_SCHEMA_V1_1: ErasureRequest,
+                                       JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent}
 
 
 def _one_line(err: ValidationError) -> str:
@@ -126,9 +155,18 @@ def parse(raw: bytes | str | dict, expect: type[_Message] | None = None) -> _Mes
     if cls is None:
         raise BadInput(f"unknown schema {name!r} (expected one of: {', '.join(SCHEMAS)})")
     if expect is not None and cls is not expect:
-        raise BadInput(f"schema {name!r} where {expect.model_fields['schema_'].default!r} was expected")
+        raise BadInput(f"schema {name!r} where an {expect.__name__} was expected")
     try:
         return cls.model_validate(data)
+    except ValidationError as err:
+        raise BadInput(_one_line(err)) from None
+
+
+def new_request(fields: dict) -> ErasureRequest:
+    """A request built from fields (no schema: v1, or v1.1 where a v1.1 feature is used);
+    BadInput with a one-line reason."""
+    try:
+        return ErasureRequest.model_validate(fields)
     except ValidationError as err:
         raise BadInput(_one_line(err)) from None
 

@@ -393,12 +393,7 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
     start = time.monotonic()
     current = latest_exact(ws, name)
     registry = Registry.for_workspace(ws)
-    if prompt is None and answer is None:
-        raise BadInput("nothing to rectify: give a new prompt, a new answer or both")
-    with RecordStore.open(ws) as store:
-        old = store.record(record_id)  # BadInput for unknown records
-    new = Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
-                 old.answer if answer is None else answer)
+    old, new = correction(ws, record_id, prompt, answer)
     request_id = request_id or _rectify_request_id(ws, name, new)
     receipt = lookup_receipt(ws, request_id)
     if receipt is None:
@@ -411,12 +406,26 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
         raise BadInput(f"request {request_id} was logged for earlier content of record {record_id!r}: "
                        "pass a new --request-id")
     _certify_first(ws, registry, current)
-    receipt = _receive_rectification(ws, request_id, old, new, name, receipt)
+    receipt = receive_rectification(ws, request_id, old, new, name, receipt)
     result = ForgetResult(request_id, len(receipt.commitments))
     result.timings["received_s"] = round(time.monotonic() - start, 3)
     if approximate is not None and old.commitment.hex() in receipt.commitments:  # the old content is at hand
         _approximate(ws, registry, current, [old], [new], receipt, approximate, result, start)
     return _exact(ws, registry, current, receipt, result, start, retrain=True, progress=progress)
+
+
+def correction(ws: Workspace, record_id: str, prompt: str | None, answer: str | None,
+               subject_id: str | None = None) -> tuple[StoredRecord, Record]:
+    """(the record as stored, its corrected content); BadInput for unknown records, a record of
+    another subject than `subject_id`, or nothing to change."""
+    if prompt is None and answer is None:
+        raise BadInput("nothing to rectify: give a new prompt, a new answer or both")
+    with RecordStore.open(ws) as store:
+        old = store.record(record_id)  # BadInput for unknown records
+    if subject_id is not None and old.subject_id != subject_id:
+        raise BadInput(f"record {record_id!r} does not belong to subject {subject_id!r}")
+    return old, Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
+                       old.answer if answer is None else answer)
 
 
 def _rectify_request_id(ws: Workspace, model: str, new: Record) -> str:
@@ -426,8 +435,8 @@ def _rectify_request_id(ws: Workspace, model: str, new: Record) -> str:
     return "rectify-" + hashlib.sha256(scope.encode()).hexdigest()[:24]
 
 
-def _receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record, model: str,
-                           receipt: Receipt | None) -> Receipt:
+def receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record, model: str | None,
+                          receipt: Receipt | None, source: dict | None = None) -> Receipt:
     """Log the request with the old commitment, then replace the record's content (idempotent:
     a request logged before is completed if its record still has the old commitment)."""
     with open_ledger(ws) as ledger, RecordStore.open(ws) as store:
@@ -435,7 +444,8 @@ def _receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, ne
             fields = [f for f in ("prompt", "answer") if getattr(new, f) != getattr(old, f)]
             index = ledger.append("request_received", {
                 "request_id": request_id, "kind": "rectify_record", "subject_tag": subject_tag(ws, old.subject_id),
-                "model": model, "commitments": [old.commitment.hex()], "fields": fields, "source": {"via": "cli"},
+                "model": model, "commitments": [old.commitment.hex()], "fields": fields,
+                "source": source or {"via": "cli"},
             }, natural_key=f"request/{request_id}")
             receipt = Receipt(request_id, (old.commitment.hex(),), index)
         if old.commitment.hex() in receipt.commitments:  # the ledger holds the old commitment: replace it
@@ -454,19 +464,32 @@ def _certify_first(ws: Workspace, registry: Registry, current: ModelVersion) -> 
         publish(ws, registry, current, [])  # trained without a registry at hand: certify it first
 
 
+def approximate_update(ws: Workspace, registry: Registry, current: ModelVersion, old: list[StoredRecord],
+                       new: list[Record], receipt: Receipt,
+                       settings: SolverSettings) -> tuple[RegisteredVersion, dict] | None:
+    """Publish the APPROXIMATE influence update of `current` for one logged request: (its
+    registered version, the solver report per updated component), or None when no served
+    adapter was trained on the records. BadInput (nothing published) when the method has no
+    approximate path or the solve is poor; the exact path must run either way."""
+    check_supported(current)
+    update = influence_version(ws, current, old, new, [receipt], settings)
+    if update is None:
+        return None
+    registered = publish(ws, registry, update.version, [], parent=current, approximation=update.approximation)
+    return registered, {cid: s.report() for cid, s in update.solutions.items()}
+
+
 def _approximate(ws: Workspace, registry: Registry, current: ModelVersion, old: list[StoredRecord],
                  new: list[Record], receipt: Receipt, settings: SolverSettings, result: ForgetResult,
                  start: float) -> None:
     try:
-        update = influence_version(ws, current, old, new, [receipt], settings)
+        published = approximate_update(ws, registry, current, old, new, receipt, settings)
     except BadInput as err:  # the request is logged and its records are gone: the exact path must still run
         result.approximate_error = str(err)
         return
-    if update is None:  # no served adapter was trained on the records
+    if published is None:
         return
-    result.approximate_version = publish(ws, registry, update.version, [], parent=current,
-                                         approximation=update.approximation).version
-    result.approximation = {cid: s.report() for cid, s in update.solutions.items()}
+    result.approximate_version, result.approximation = published[0].version, published[1]
     result.timings["approximate_s"] = round(time.monotonic() - start, 3)
 
 

@@ -32,6 +32,7 @@ from producers.schemas import ErasureRequest, OutcomeEvent, parse
 from tests.conftest import make_records
 from unlearning.certify import bundle_dir, certified_predicate
 from unlearning.forget import register_trained
+from unlearning.influence import SolverSettings
 from unlearning.model_store import ModelStore
 from unlearning.records import RecordStore
 from unlearning.registry import Registry
@@ -140,10 +141,10 @@ def serving(model, topics: Topics, kafka_bootstrap: str) -> Iterator[Callable[..
     """Start in-process services (planner, executors); all stopped gracefully at the end."""
     started: list[Service] = []
 
-    def start(role: str = "all", instance: str | None = None) -> Service:
+    def start(role: str = "all", instance: str | None = None, **options: object) -> Service:
         ws, _ = model
         service = Service(ws, role, topics, window_s=0.5, instance=instance or f"test-{uuid.uuid4().hex[:6]}",
-                          bootstrap=kafka_bootstrap).start()
+                          bootstrap=kafka_bootstrap, **options).start()  # type: ignore[arg-type]
         started.append(service)
         return service
 
@@ -213,6 +214,49 @@ def test_request_is_excluded_then_restored(model, serving, topics: Topics, event
     human = runner.invoke(app, ["status", req.request_id])
     assert human.exit_code == 0 and "restored" in human.stdout and subject not in human.stdout
     assert runner.invoke(app, ["status", "no-such-request"]).exit_code == 2
+
+
+def test_rectification_with_an_approximate_update_first(model, serving, topics: Topics, events: Events,
+                                                         mlflow_uri: str) -> None:
+    """v1.1 through Kafka: the planner replaces the record's content and publishes an APPROXIMATE
+    influence update (never aliased); the exact path then excludes the shard and retrains it on
+    the corrected record, and its certificate supersedes the approximate version."""
+    ws, name = model
+    subject, other = victims(ws, name, 0, count=2)
+    with RecordStore.open(ws) as store:
+        old = next(r for r in store.records("train") if r.subject_id == subject)
+        foreign = next(r for r in store.records("train") if r.subject_id == other)
+    corrected = "No" if old.answer == "Yes" else "Yes"
+    # the tiny model's Hessian has eigenvalues down to about -6: damping 10 makes the system positive definite
+    serving("all", solver=SolverSettings(solver="cg", damping=10.0))
+    req = ErasureRequest(kind="rectify_record", subject_id=subject, record_ids=[old.record_id], answer=corrected,
+                         approximate=True, model=name, request_id=f"r-{uuid.uuid4().hex[:12]}")
+    wrong = ErasureRequest(kind="rectify_record", subject_id=subject, record_ids=[foreign.record_id], answer="Yes",
+                           model=name, request_id=f"r-{uuid.uuid4().hex[:12]}")
+    assert req.schema_ == wrong.schema_ == "erasure.request/v1.1"
+    send(ws, topics, req, wrong)
+    events.until(lambda seen: events.has(req.request_id, "restored")(seen) and events.has(wrong.request_id, "rejected")(seen))
+
+    assert [e.status for e in events.of(req.request_id)] == [
+        "received", "planned", "approximate", "excluded", "certified", "restored"]
+    approximate, restored = events.of(req.request_id, "approximate")[0], events.of(req.request_id, "restored")[0]
+    assert approximate.version is not None and approximate.version < restored.version
+    registry = Registry(mlflow_uri)
+    assert registry.resolve(name, "certified", None).version == restored.version
+    assert [e["registry_version"] for e in entries(ws, "version_superseded", model=name)
+            if req.request_id in e["requests"]] == [approximate.version]
+
+    with RecordStore.open(ws) as store:
+        new = store.record(old.record_id)
+        assert store.record(foreign.record_id) == foreign  # the rejected request changed nothing
+    assert (new.prompt, new.answer) == (old.prompt, corrected) and new.commitment != old.commitment
+    assert erased_from(registry, name, restored.version, {old.commitment.hex()})
+    assert not erased_from(registry, name, restored.version, {new.commitment.hex()})  # retrained on the correction
+    [received] = entries(ws, "request_received", request_id=req.request_id)
+    assert received["kind"] == "rectify_record" and received["fields"] == ["answer"]
+    assert received["commitments"] == [old.commitment.hex()] and subject not in json.dumps(received)
+    [rejected] = events.of(wrong.request_id, "rejected")
+    assert "does not belong to subject" in rejected.reason and subject not in rejected.reason
 
 
 def test_same_request_twice_has_one_effect(model, serving, topics: Topics, events: Events, mlflow_uri: str) -> None:

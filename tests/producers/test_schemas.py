@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ledger.errors import BadInput
-from producers.schemas import ErasureRequest, Job, OutcomeEvent, json_schemas, parse, parse_request
+from producers.schemas import ErasureRequest, Job, OutcomeEvent, json_schemas, new_request, parse, parse_request
 
 
 def test_request_round_trip_and_defaults() -> None:
@@ -50,5 +50,37 @@ def test_event_statuses_are_closed() -> None:
 
 def test_json_schemas_exported_for_every_message() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"erasure.request/v1", "erasure.job/v1", "erasure.event/v1"}
+    assert set(schemas) == {"erasure.request/v1", "erasure.request/v1.1", "erasure.job/v1", "erasure.event/v1"}
     assert "subject_id" in schemas["erasure.request/v1"]["required"]
+
+
+def test_v1_messages_mean_what_they_meant_and_carry_no_v1_1_field() -> None:
+    """v1.1 is a minor version: a v1 message parses as before, and a v1 request built now
+    serialises without any v1.1 field (a v1 consumer, which forbids unknown fields, reads it)."""
+    raw = b'{"schema": "erasure.request/v1", "kind": "erase_records", "subject_id": "7", "record_ids": ["a"]}'
+    req = parse_request(raw)
+    assert req.schema_ == "erasure.request/v1" and not req.approximate and req.prompt is req.answer is None
+    built = json.loads(new_request({"kind": "erase_subject", "subject_id": "7"}).to_bytes())
+    assert built["schema"] == "erasure.request/v1" and not {"approximate", "prompt", "answer"} & built.keys()
+
+
+def test_rectification_and_approximate_name_v1_1() -> None:
+    rectify = new_request({"kind": "rectify_record", "subject_id": "7", "record_ids": ["a"], "answer": "No"})
+    approximate = new_request({"kind": "erase_subject", "subject_id": "7", "approximate": True})
+    assert rectify.schema_ == approximate.schema_ == "erasure.request/v1.1"
+    assert parse_request(rectify.to_bytes()) == rectify and parse_request(approximate.to_bytes()) == approximate
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"schema": "erasure.request/v1", "kind": "rectify_record", "record_ids": ["a"], "answer": "No"}, "need schema"),
+    ({"schema": "erasure.request/v1", "kind": "erase_subject", "approximate": True}, "need schema"),
+    ({"kind": "rectify_record", "record_ids": ["a"]}, "new prompt, a new answer or both"),
+    ({"kind": "rectify_record", "record_ids": ["a", "b"], "answer": "No"}, "exactly one record id"),
+    ({"kind": "rectify_record", "answer": "No"}, "exactly one record id"),
+    ({"kind": "erase_subject", "answer": "No"}, "belong to kind rectify_record"),
+    ({"kind": "rectify_record", "record_ids": ["a"], "prompt": ""}, "prompt"),
+])
+def test_bad_v1_1_requests_are_rejected_with_one_line(fields: dict, reason: str) -> None:
+    with pytest.raises(BadInput, match=reason) as info:
+        new_request({"subject_id": "7", **fields})
+    assert "\n" not in str(info.value)
