@@ -57,6 +57,30 @@ def _holding(bundle: Path, erased: dict[str, str]) -> str | None:
     return None
 
 
+def aggregator_binding(bundle: Path) -> str:
+    """APA: the aggregator's prediction columns are exactly the served adapters, in order, each
+    bound to the digest of the adapter file beside it (a column computed by another adapter
+    would weight the mixture by someone else's validation errors)."""
+    from safetensors import safe_open
+
+    from unlearning.model_store import ADAPTER_FILE, AGGREGATOR_FILE
+
+    version = bundle_version(bundle)
+    aggregators = [c for c in version.components if c.meta["kind"] == "aggregator"]
+    if len(aggregators) != 1:
+        raise VerificationFailed(f"an APA version needs exactly one aggregator component, found {len(aggregators)}")
+    aggregator = aggregators[0]
+    served = [c for c in (version.component(cid) for cid in version.aggregate) if c.meta["kind"] == "adapter"]
+    expected = [[c.id, hashlib.sha256((c.path / ADAPTER_FILE).read_bytes()).hexdigest()] for c in served]
+    with safe_open(aggregator.path / AGGREGATOR_FILE, framework="numpy") as f:
+        columns = json.loads(f.metadata()["adapters"])
+        width = f.get_slice("predictions").get_shape()[1]
+    if columns != expected or aggregator.meta.get("adapters") != expected or width != len(expected):
+        raise VerificationFailed(f"the aggregator's {width} prediction columns {[c[0] for c in columns]} are not "
+                                 f"bound to the served adapters {[c[0] for c in expected]} and their weights")
+    return f"{len(expected)} prediction columns bound to the served adapters' weights"
+
+
 def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | None = None,
                   replay: int = 0) -> Verification:
     origin = trust.role("ledger").origin
@@ -64,6 +88,9 @@ def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | N
     try:
         v = verify_certificate(bundle, trust, log)
         if not v.verified:
+            return v
+        if bundle_version(bundle).meta["aggregation"]["rule"] == "apa" and not v.run(
+                "aggregator binding", lambda: aggregator_binding(bundle)):
             return v
         if log is None:
             v.run("ledger consistency", _failing(f"no ledger at {ws.ledger_db} to check consistency against"))

@@ -57,7 +57,9 @@ def test_forget_and_verify(method: str, workspace: Workspace, records, write_jso
 
     verified = run("verify", f"models:/{name}@certified", "--json")
     assert verified.exit_code == 0, verified.output
-    assert json.loads(verified.stdout)["verified"]
+    report = json.loads(verified.stdout)
+    assert report["verified"]
+    assert ("aggregator binding" in {c["check"] for c in report["checks"]}) == (method == "apa")
 
     newest = ModelStore(workspace).get(name)
     assert newest.version > first.version

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+from dataclasses import replace
 from itertools import product
 
 import pytest
@@ -18,10 +20,12 @@ from unlearning.centroids import ItemCentroidPartition, target_item, version_par
 from unlearning.config import TrainConfig
 from unlearning.engine import Engine
 from unlearning.inference import Predictor
+from unlearning.model_store import ADAPTER_FILE
 from unlearning.models import load_base
 from unlearning.movielens import Item, prompt
 from unlearning.records import Record, RecordStore
 from unlearning.training import build_version
+from unlearning.verify import aggregator_binding
 
 CONFIG = TrainConfig(method="apa", base="tiny", shards=2, epochs=1, lr=1e-2, batch_size=4, lora_dropout=0.1, seed=2,
                      tau=10.0, neighbours=3)
@@ -121,6 +125,24 @@ def test_predictions_must_come_from_the_versions_adapters(workspace, store):
     stale.save(version.component("aggregator").path)
     with pytest.raises(VerificationFailed, match="not those of the version's adapters"):
         Predictor(version)
+
+
+def test_verify_binds_the_aggregator_columns_to_the_served_adapters(workspace, store, tmp_path):
+    version = build(workspace, store, "apa", store.records())
+    assert aggregator_binding(version.path).startswith("2 prediction columns bound")
+
+    swapped = tmp_path / "swapped"  # the same columns, attributed to the other adapter
+    shutil.copytree(version.path, swapped)
+    aggregator = aggregator_of(version)
+    replace(aggregator, adapters=aggregator.adapters[::-1]).save(swapped / "components" / "aggregator")
+    with pytest.raises(VerificationFailed, match="not bound to the served adapters"):
+        aggregator_binding(swapped)
+
+    retrained = tmp_path / "retrained"  # an adapter whose weights changed after its column was computed
+    shutil.copytree(version.path, retrained)
+    (retrained / "components" / "shard0-slice0" / ADAPTER_FILE).write_bytes(b"other weights")
+    with pytest.raises(VerificationFailed, match="not bound to the served adapters"):
+        aggregator_binding(retrained)
 
 
 # A public item catalogue, and users whose records target its items.
