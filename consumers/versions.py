@@ -15,13 +15,10 @@ holder of the lock, before it makes another (`settle`):
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +31,7 @@ from ledger.workspace import Workspace
 from unlearning.approximate import latest_exact
 from unlearning.certify import Receipt, bundle_dir
 from unlearning.forget import lookup_receipt, publish, purge
-from unlearning.model_store import ModelStore, ModelVersion
+from unlearning.model_store import ModelStore, ModelVersion, model_lock, pipeline_dir
 from unlearning.registry import Registry
 
 
@@ -58,37 +55,11 @@ class Context:
         return sorted(p.name for p in root.iterdir() if self.models.versions(p.name)) if root.is_dir() else []
 
 
-def _pipeline_dir(ws: Workspace) -> Path:
-    path = ws.home / "pipeline"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def model_lock(ws: Workspace, name: str, urgent: bool = False) -> Iterator[None]:
-    """Exclusive, cross-process (and cross-thread: one open file each) lock on a model's versions.
-
-    `urgent` (exclusions) goes first: while an exclusion waits for the lock or holds it, a
-    retrain does not start, so an exclusion waits at most for the one retrain already running.
-    """
-    directory = _pipeline_dir(ws)
-    with open(directory / f"{name}.urgent", "a+") as gate, open(directory / f"{name}.lock", "a+") as lock:
-        fcntl.flock(gate, fcntl.LOCK_EX if urgent else fcntl.LOCK_SH)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not urgent:
-            fcntl.flock(gate, fcntl.LOCK_UN)  # an exclusion may queue up behind this retrain
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-
-
 class Journal:
     """The restore in progress for a model (written before the retrain, removed after logging)."""
 
     def __init__(self, ws: Workspace, name: str) -> None:
-        self.path = _pipeline_dir(ws) / f"{name}.restore.json"
+        self.path = pipeline_dir(ws) / f"{name}.restore.json"
 
     def read(self) -> dict | None:
         return json.loads(self.path.read_text()) if self.path.exists() else None

@@ -31,7 +31,7 @@ from ledger.workspace import Workspace
 from unlearning.approximate import check_supported, influence_version, is_approximate, latest_exact
 from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
 from unlearning.influence import SolverSettings
-from unlearning.model_store import ModelStore, ModelVersion
+from unlearning.model_store import ModelStore, ModelVersion, model_lock
 from unlearning.records import Record, RecordStore, StoredRecord
 from unlearning.registry import Registry, RegisteredVersion, fetch
 from unlearning.secrets import subject_tag
@@ -357,6 +357,12 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
     (APPROXIMATE, from the records held in memory after the store shredded them); the exact
     path always follows and supersedes it.
     """
+    with model_lock(ws, name, urgent=True):  # a pipeline serving the same workspace waits, and vice versa
+        return _forget(ws, name, subject_id, record_ids, request_id, retrain, progress, approximate)
+
+
+def _forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | None, request_id: str | None,
+            retrain: bool, progress, approximate: SolverSettings | None) -> ForgetResult:  # type: ignore[no-untyped-def]
     start = time.monotonic()
     current = latest_exact(ws, name)  # BadInput for unknown models, before anything is logged
     registry = Registry.for_workspace(ws)
@@ -388,6 +394,12 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
     corrected data, purge) is the erasure's. With `approximate`, an influence update from the
     old to the new content is published first, as in `forget`.
     """
+    with model_lock(ws, name, urgent=True):
+        return _rectify(ws, name, record_id, prompt, answer, request_id, progress, approximate)
+
+
+def _rectify(ws: Workspace, name: str, record_id: str, prompt: str | None, answer: str | None,
+             request_id: str | None, progress, approximate: SolverSettings | None) -> ForgetResult:  # type: ignore[no-untyped-def]
     from unlearning.training import engine_for
 
     start = time.monotonic()

@@ -22,11 +22,13 @@ a reader never sees half a version. Components are data: nothing here imports to
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -240,3 +242,32 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def pipeline_dir(ws: Workspace) -> Path:
+    """Per-model lock and journal files of whoever makes versions (pipeline and CLI)."""
+    path = ws.home / "pipeline"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def model_lock(ws: Workspace, name: str, urgent: bool = False) -> Iterator[None]:
+    """Exclusive, cross-process (and cross-thread: one open file each) lock on a model's versions,
+    taken by every writer of new versions (the pipeline's excluder, executors and planner, and
+    `erasure forget` / `rectify`), so versions stay linear.
+
+    `urgent` (exclusions) goes first: while an exclusion waits for the lock or holds it, a
+    retrain does not start, so an exclusion waits at most for the one retrain already running.
+    """
+    directory = pipeline_dir(ws)
+    with open(directory / f"{name}.urgent", "a+") as gate, open(directory / f"{name}.lock", "a+") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if urgent else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not urgent:
+            fcntl.flock(gate, fcntl.LOCK_UN)  # an exclusion may queue up behind this retrain
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)

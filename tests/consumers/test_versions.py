@@ -6,8 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-from consumers.versions import Journal, model_lock
+import pytest
+
+from consumers.versions import Journal
+from ledger.errors import BadInput
 from ledger.workspace import Workspace
+from unlearning.forget import forget
+from unlearning.model_store import model_lock
 
 
 def _holder(ws: Workspace, urgent: bool, log: list[str], name: str, hold_s: float) -> threading.Thread:
@@ -59,3 +64,24 @@ def test_journal_roundtrip(tmp_path: Path) -> None:
     assert journal.read() == intent == {"base": 3, "shard": 1, "requests": ["r1", "r2"], "jobs": ["j1"]}
     journal.clear()
     assert journal.read() is None
+
+
+def test_cli_forget_waits_for_the_pipelines_lock(tmp_path: Path) -> None:
+    """`erasure forget` makes versions too: it takes the same lock, so it never interleaves with
+    a pipeline retrain of the model (here it only gets as far as finding no model, after the lock)."""
+    ws = Workspace(tmp_path)
+    log: list[str] = []
+    holder = _holder(ws, False, log, "pipeline", 0.5)
+    _wait_for(log, "pipeline in")
+    outcome: list[str] = []
+
+    def run() -> None:
+        with pytest.raises(BadInput, match="no model"):
+            forget(ws, "m", "subject-1")
+        outcome.append("forget done" if "pipeline out" in log else "forget ran inside the pipeline's lock")
+
+    cli = threading.Thread(target=run)
+    cli.start()
+    holder.join(10)
+    cli.join(10)
+    assert outcome == ["forget done"]
