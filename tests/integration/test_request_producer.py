@@ -46,12 +46,20 @@ def test_erase_and_import_produce_keyed_requests(kafka_bootstrap: str, tmp_path:
     assert result.exit_code == 0, result.output
     request_id = result.stdout.strip()
 
+    result = runner.invoke(app, ["request", "rectify", "--subject", "u-17", "--record", "r2", "--answer", "No",
+                                 "--approximate"])
+    assert result.exit_code == 0, result.output
+    rectify_id = result.stdout.strip()
+    result = runner.invoke(app, ["request", "rectify", "--subject", "u-17", "--record", "r2"])
+    assert result.exit_code == 2 and "a new prompt, a new answer or both" in result.stderr
+
     batch = tmp_path / "batch.jsonl"
-    batch.write_text('{"kind": "erase_subject", "subject_id": "u-18"}\n{"kind": "erase_subject", "subject_id": "u-19"}\n')
+    batch.write_text('{"kind": "erase_subject", "subject_id": "u-18"}\n{"kind": "erase_subject", "subject_id": "u-19"}\n'
+                     '{"kind": "rectify_record", "subject_id": "u-19", "record_ids": ["r9"], "prompt": "new"}\n')
     result = runner.invoke(app, ["request", "import", str(batch), "--json"])
     assert result.exit_code == 0, result.output
     imported = json.loads(result.stdout)
-    assert imported["sent"] == 2
+    assert imported["sent"] == 3
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "erase_subject", "subject_id": "u-20"}\nnot json\n')
@@ -66,4 +74,11 @@ def test_erase_and_import_produce_keyed_requests(kafka_bootstrap: str, tmp_path:
     first = parse_request(sent.value)
     assert first.record_ids == ["r1"] and first.model == "recs" and first.kind == "erase_records"
     assert sent.key == subject_tag(Workspace.from_env(), "u-17").encode()
+    assert first.schema_ == "erasure.request/v1"  # no v1.1 feature used: still readable by v1 consumers
+    rectify = parse_request(by_id[rectify_id].value)
+    assert (rectify.schema_, rectify.kind, rectify.record_ids, rectify.answer, rectify.approximate) == (
+        "erasure.request/v1.1", "rectify_record", ["r2"], "No", True)
+    assert rectify.legal_basis == "GDPR Art. 16" and by_id[rectify_id].key == sent.key
+    imported_rectify = parse_request(by_id[imported["request_ids"][2]].value)
+    assert imported_rectify.schema_ == "erasure.request/v1.1" and imported_rectify.prompt == "new"
     assert b"u-17" not in sent.key
