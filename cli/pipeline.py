@@ -173,6 +173,10 @@ def status(
         typer.echo(f"  deadline  {report['deadline']}" + (f" ({left:.0f} s left)" if left is not None else f" ({met})"))
     for model, info in report["models"].items():
         typer.echo(f"  model {model}, shards {info['shards']}")
+        if info["approximate"]:
+            a = info["approximate"]
+            typer.echo(f"    approximate {a['at']}: " + (f"models:/{model}/{a['version']} APPROXIMATE (never aliased) "
+                                                       f"sha256:{a['certificate_sha256']}" if a["version"] else a["reason"]))
         if info["exclusion_deferred"]:
             typer.echo(f"    no exclusion: {info['exclusion_deferred']}")
         if info["excluded"]:

@@ -138,13 +138,20 @@ class Planner(Batching):
                         published = approximate_update(self.ctx.ws, self.ctx.registry, latest_exact(self.ctx.ws, model),
                                                        old, new, receipt, self.solver)
                     except BadInput as err:
-                        outbox.event(rid, "approximate", model=model, reason=f"no approximate update: {err}")
-                        continue
-                if published is not None:
-                    registered, _ = published
-                    outbox.event(rid, "approximate", model=model, version=registered.version,
-                                 certificate_sha256=registered.certificate_sha256,
-                                 reason="APPROXIMATE influence update; the exact path follows")
+                        published, reason = None, f"no approximate update: {err}"
+                    else:
+                        reason = "APPROXIMATE influence update; the exact path follows" if published else \
+                            "no approximate update: no served adapter was trained on the records"
+                registered = published[0] if published else None
+                entry = {"request_id": rid, "model": model, "reason": reason,
+                         "registry_version": registered and registered.version,
+                         "version": registered and registered.local_version,
+                         "certificate_sha256": registered and registered.certificate_sha256}
+                with open_ledger(self.ctx.ws) as ledger:
+                    ledger.append("request_approximated", {k: v for k, v in entry.items() if v is not None},
+                                  stages.approximated_key(rid, model))
+                outbox.event(rid, "approximate", model=model, version=registered and registered.version,
+                             certificate_sha256=registered and registered.certificate_sha256, reason=reason)
 
     def _reject(self, rejected: list, outbox: Outbox) -> None:
         if not rejected:

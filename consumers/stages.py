@@ -46,6 +46,10 @@ def planned_key(request_id: str) -> str:
     return f"planned/{request_id}"
 
 
+def approximated_key(request_id: str, model: str) -> str:
+    return f"approximated/{request_id}/{model}"
+
+
 def excluded_key(request_id: str, model: str) -> str:
     return f"excluded/{request_id}/{model}"
 

@@ -33,8 +33,13 @@ def request_status(ws: Workspace, request_id: str, now: datetime | None = None) 
             excluded = None if deferred else excluded
             built = excluded and stages.read(ledger, f"version_built/{model}/v{excluded['version']}")
             restored = {s: stages.read(ledger, stages.restored_key(request_id, model, s)) for s in shards}
+            approximated = stages.read(ledger, stages.approximated_key(request_id, model))
             models[model] = {
                 "shards": shards,
+                "approximate": approximated and {"at": approximated["at"], "reason": approximated["reason"],
+                                                 "version": approximated.get("registry_version"),
+                                                 "local_version": approximated.get("version"),
+                                                 "certificate_sha256": approximated.get("certificate_sha256")},
                 "exclusion_deferred": deferred and deferred["reason"],
                 "excluded": excluded and {"excluded_at": built["at"] if built else None, "certified_at": excluded["at"],
                                           "version": excluded["registry_version"], "local_version": excluded["version"],

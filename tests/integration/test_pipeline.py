@@ -255,6 +255,10 @@ def test_rectification_with_an_approximate_update_first(model, serving, topics: 
     [received] = entries(ws, "request_received", request_id=req.request_id)
     assert received["kind"] == "rectify_record" and received["fields"] == ["answer"]
     assert received["commitments"] == [old.commitment.hex()] and subject not in json.dumps(received)
+    status = json.loads(runner.invoke(app, ["status", req.request_id, "--json"]).stdout)
+    assert status["kind"] == "rectify_record" and status["stage"] == "restored"
+    assert status["models"][name]["approximate"]["version"] == approximate.version
+    assert status["models"][name]["approximate"]["certificate_sha256"] == approximate.certificate_sha256
     [rejected] = events.of(wrong.request_id, "rejected")
     assert "does not belong to subject" in rejected.reason and subject not in rejected.reason
 
