@@ -14,7 +14,8 @@ milliseconds per request:
    shard from the newest version, so the newest version's manifests could miss it);
 4. v1.1 `approximate` requests: an APPROXIMATE influence update per affected model (retrain and
    SISA models), from the records held in memory before step 2, under the model's lock; the
-   batch's jobs wait for it (seconds), the exact path always follows;
+   batch's jobs (and the planner) wait for the solve (seconds on the tiny model, minutes for
+   SmolLM2 on CPU), the exact path always follows;
 5. one job per affected model/shard, keyed model/shard. The excluder (`consumers.excluder`,
    same role) and the executors both consume them: exclusion first, then the retrain.
 
