@@ -14,14 +14,14 @@ app = typer.Typer(help="Benchmarks: JSON results, side-by-side comparisons.", no
 @app.command()
 def unlearning(
     preset: str = typer.Option("tiny", "--preset", help="tiny (CI smoke test: tiny model, minutes), cpu (SmolLM2 + "
-                               "MovieLens on 2 cores, about an hour) or gpu (CUDA, 3 seeds)."),
+                               "MovieLens; about 3 hours on 2 cores, mostly W1 and influence) or gpu (CUDA, 3 seeds)."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 [default: the preset's]."),
     out: Path = typer.Option(Path("bench-results/unlearning"), "--out",
                              help="Directory for results.json, summary.md and the PNG plots (written as it goes)."),
     base: str = typer.Option(None, "--base", help="Base model [default: the preset's]: tiny, smollm2-135m or a "
                              "local Hugging Face checkpoint directory."),
     methods: str = typer.Option("retrain,sisa,apa-d,apa-nd,s3t-b1,s3t-bL,influence", "--methods",
-                                help="Comma-separated methods (retrain always runs first: it is the reference; "
+                                help="Comma-separated methods (keep retrain: the reference for speed-ups and distances, run first; "
                                 "influence is the approximate path, updating retrain's adapter)."),
     workloads: str = typer.Option("w1,w2,w3,w4", "--workloads",
                                   help="Comma-separated workloads, run in this order: w1 sequential single records, "
