@@ -37,7 +37,7 @@ from producers.schemas import ErasureRequest, Job, parse_request
 from unlearning.approximate import latest_exact
 from unlearning.certify import Receipt
 from unlearning.forget import (
-    Request, approximate_update, correction, lookup_receipt, receive_many, receive_rectification,
+    Request, approximate_update, correction, logged_rectification, receive_many, receive_rectification,
 )
 from unlearning.influence import SolverSettings
 from unlearning.records import RecordStore
@@ -109,12 +109,8 @@ class Planner(Batching):
         old commitment as erased); its old and new content go to `held` for an approximate update."""
         try:
             old, new = correction(self.ctx.ws, req.record_ids[0], req.prompt, req.answer, req.subject_id)
-            receipt = lookup_receipt(self.ctx.ws, req.request_id)
+            receipt = logged_rectification(self.ctx.ws, req.request_id, old, new)
             first = receipt is None or old.commitment.hex() in receipt.commitments
-            if receipt is None and (new.prompt, new.answer) == (old.prompt, old.answer):
-                raise BadInput(f"record {old.record_id!r} already has this prompt and answer: nothing to rectify")
-            if not first and (new.prompt, new.answer) != (old.prompt, old.answer):
-                raise BadInput(f"request {req.request_id} was logged for earlier content of record {old.record_id!r}")
             receipt = receive_rectification(self.ctx.ws, req.request_id, old, new, req.model, receipt,
                                             {**_source(message, req), "kind": "rectify_record"})
         except BadInput as err:

@@ -186,7 +186,9 @@ def losses(result: dict) -> list[str]:
             if mine and theirs and mine > factor * theirs:
                 notes.append(f"{method}: {what} {mine / theirs:.1f}x retrain's")
     for workload in _streams(result):
-        for method, s in workload_stats(result, workload).items():
+        stats = workload_stats(result, workload)
+        reference = stats.get("retrain", {}).get("mia_auc_last")
+        for method, s in stats.items():
             if method == "retrain":
                 continue
             if s["auc_delta"] is not None and s["auc_delta"] < -LOSS_MARGIN:
@@ -197,7 +199,6 @@ def losses(result: dict) -> list[str]:
                 notes.append(f"{method}: {workload.upper()} exactness check FAILED")
             if s["residual"] is not None and s["residual"] > POOR_RESIDUAL:
                 notes.append(f"{method}: {workload.upper()} solves left mean relative residual {s['residual']:.2f}")
-            reference = workload_stats(result, workload).get("retrain", {}).get("mia_auc_last")
             if s["mia_auc_last"] is not None and reference is not None and s["mia_auc_last"] > reference + LOSS_MARGIN:
                 notes.append(f"{method}: {workload.upper()} erased records stay more recognisable than after a "
                              f"retrain (MIA AUC {s['mia_auc_last']:.3f} vs {reference:.3f})")

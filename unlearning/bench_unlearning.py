@@ -241,17 +241,17 @@ def _costs(components: Sequence, aggregate: Sequence[str]) -> tuple[int, int]:  
 
 
 class _Scorer:
-    """P(Yes) on the test prompts by the version's rule. Under mean_p_yes a component's scores
-    are cached by its weights digest, so a SISA or S3T step re-scores only what changed (the
-    same numbers as `Predictor`: same batches, same order); APA goes through `Predictor`."""
+    """P(Yes) by the version's rule, on the test records or others (the forget set). Under
+    mean_p_yes scores are cached per (adapter weights digest, record), so a SISA or S3T step
+    re-scores only what changed (a record set scored for the first time goes in one call: the
+    same batches and numbers as `Predictor`); APA goes through `Predictor`."""
 
     def __init__(self, test: Sequence[Record]):
         self.records = list(test)
         self.prompts = [r.prompt for r in test]
         self.labels = [int(r.answer == "Yes") for r in test]
         self.baseline = [movielens.history_positivity(r.prompt) for r in test]
-        self._cache: dict[tuple[str, str], list[float]] = {}
-        self._by_record: dict[tuple[str, str], dict[str, float]] = {}
+        self._cache: dict[tuple[str, str], dict[str, float]] = {}
         self._engine, self._engine_config = None, None
 
     def engine(self, version: ModelVersion):  # type: ignore[no-untyped-def]
@@ -263,36 +263,19 @@ class _Scorer:
             self.ids = [self._engine.base.encode_prompt(p) for p in self.prompts]
         return self._engine
 
-    def prepare(self, version: ModelVersion) -> Callable[[], list[float]]:
+    def prepare(self, version: ModelVersion, records: Sequence[Record] | None = None) -> Callable[[], list[float]]:
         """Load what scoring `version` needs (base model, adapters); the returned call only scores."""
+        records = self.records if records is None else records
         if version.meta["aggregation"]["rule"] == "apa":
             from unlearning.inference import Predictor
 
             predictor = Predictor(version)
-            return lambda: predictor.p_yes(self.prompts)
+            return lambda: predictor.p_yes([r.prompt for r in records])
         engine = self.engine(version)
-        return lambda: self._mean_p_yes(engine, version)
+        return lambda: self._mean_p_yes(engine, version, records)
 
-    def p_yes(self, version: ModelVersion) -> list[float]:
-        return self.prepare(version)()
-
-    def p_yes_of(self, version: ModelVersion, records: Sequence[Record]) -> list[float]:
-        """P(Yes) on other records (the forget set), cached per (adapter, record) under mean_p_yes."""
-        if version.meta["aggregation"]["rule"] == "apa":
-            from unlearning.inference import Predictor
-
-            return Predictor(version).p_yes([r.prompt for r in records])
-        engine = self.engine(version)
-        per_component = []
-        for cid in version.aggregate:
-            component = version.component(cid)
-            cached = self._by_record.setdefault((version.meta["config_sha256"], component.weights_sha256), {})
-            missing = [r for r in records if r.record_id not in cached]
-            if missing:
-                scores = engine.p_yes(component.adapter(), [engine.base.encode_prompt(r.prompt) for r in missing])
-                cached.update(zip((r.record_id for r in missing), scores, strict=True))
-            per_component.append([cached[r.record_id] for r in records])
-        return [sum(scores) / len(scores) for scores in zip(*per_component, strict=True)]
+    def p_yes(self, version: ModelVersion, records: Sequence[Record] | None = None) -> list[float]:
+        return self.prepare(version, records)()
 
     def zero_shot(self, config: TrainConfig) -> dict:
         """Metrics of the base model alone (LoRA B starts at zero: the initial adapter is a no-op)."""
@@ -303,14 +286,17 @@ class _Scorer:
         p_yes = engine.p_yes(engine.initial_state().lora, [engine.base.encode_prompt(p) for p in self.prompts])
         return metrics(self.labels, p_yes, self.baseline).to_dict()
 
-    def _mean_p_yes(self, engine, version: ModelVersion) -> list[float]:  # type: ignore[no-untyped-def]
+    def _mean_p_yes(self, engine, version: ModelVersion,  # type: ignore[no-untyped-def]
+                    records: Sequence[Record]) -> list[float]:
         per_component = []
         for cid in version.aggregate:
             component = version.component(cid)
-            key = (version.meta["config_sha256"], component.weights_sha256)
-            if key not in self._cache:
-                self._cache[key] = engine.p_yes(component.adapter(), self.ids)
-            per_component.append(self._cache[key])
+            cached = self._cache.setdefault((version.meta["config_sha256"], component.weights_sha256), {})
+            missing = [r for r in records if r.record_id not in cached]
+            if missing:
+                ids = [engine.base.encode_prompt(r.prompt) for r in missing]
+                cached.update(zip((r.record_id for r in missing), engine.p_yes(component.adapter(), ids), strict=True))
+            per_component.append([cached[r.record_id] for r in records])
         return [sum(scores) / len(scores) for scores in zip(*per_component, strict=True)]
 
 
@@ -483,11 +469,7 @@ class UnlearningBenchmark:
         ids = {r.record_id for r in erasure.forget}
         with RecordStore.open(run.ws) as store:
             run.held += [r for r in store.records("train") if r.record_id in ids]
-        receipts = receive_many(run.ws, list(erasure.requests))
-        bad = next((r for r in receipts if isinstance(r, BadInput)), None)
-        if bad is not None:
-            raise bad
-        run.receipts += receipts
+        _receive(run, erasure)
         update = influence_version(run.ws, run.trained, run.held, [], run.receipts, self.solver)
         unlearn_s = time.perf_counter() - started
         run.erased_total += erasure.records
@@ -508,7 +490,7 @@ class UnlearningBenchmark:
         p_yes = scorer.p_yes(version) if p_yes is None else p_yes
         evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
         if forget:
-            p_forget = scorer.p_yes_of(version, forget)
+            p_forget = scorer.p_yes(version, forget)
             values["forget_auc"] = metrics([int(r.answer == "Yes") for r in forget], p_forget, [None]).auc
             n = min(len(forget), len(scorer.records))
             values["mia_auc"] = mia_auc(p_forget, forget, p_yes[:n], scorer.records[:n])
@@ -547,16 +529,22 @@ class UnlearningBenchmark:
             write_plots(self.result, self.out)
 
 
-def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
-    """receive -> exclude -> restore, timed: everything the method must do for one step.
-    Returns (the version restored from, the version now served, the restored version or None,
-    seconds to exact compliance, seconds in all)."""
-    started = time.perf_counter()
+def _receive(run: _Run, erasure: Erasure) -> list:
+    """Log the step's requests and crypto-shred their records (every request must be accepted)."""
     receipts = receive_many(run.ws, list(erasure.requests))
     bad = next((r for r in receipts if isinstance(r, BadInput)), None)
     if bad is not None:
         raise bad
     run.receipts += receipts
+    return receipts
+
+
+def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
+    """receive -> exclude -> restore, timed: everything the method must do for one step.
+    Returns (the version restored from, the version now served, the restored version or None,
+    seconds to exact compliance, seconds in all)."""
+    started = time.perf_counter()
+    receipts = _receive(run, erasure)
     clean = run.current
     affected = bool(affected_components(clean, receipts))
     excluded = exclude(run.ws, clean, receipts) if affected else None

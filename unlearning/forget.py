@@ -407,16 +407,11 @@ def _rectify(ws: Workspace, name: str, record_id: str, prompt: str | None, answe
     registry = Registry.for_workspace(ws)
     old, new = correction(ws, record_id, prompt, answer)
     request_id = request_id or _rectify_request_id(ws, name, new)
-    receipt = lookup_receipt(ws, request_id)
+    receipt = logged_rectification(ws, request_id, old, new)
     if receipt is None:
-        if (new.prompt, new.answer) == (old.prompt, old.answer):
-            raise BadInput(f"record {record_id!r} already has this prompt and answer: nothing to rectify")
         engine_for(current.config).encode([new])  # BadInput (too long, empty answer) before any effect
         if approximate is not None:
             _check_approximate(current, retrain=True)
-    elif old.commitment.hex() not in receipt.commitments and (new.prompt, new.answer) != (old.prompt, old.answer):
-        raise BadInput(f"request {request_id} was logged for earlier content of record {record_id!r}: "
-                       "pass a new --request-id")
     _certify_first(ws, registry, current)
     receipt = receive_rectification(ws, request_id, old, new, name, receipt)
     result = ForgetResult(request_id, len(receipt.commitments))
@@ -438,6 +433,19 @@ def correction(ws: Workspace, record_id: str, prompt: str | None, answer: str | 
         raise BadInput(f"record {record_id!r} does not belong to subject {subject_id!r}")
     return old, Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
                        old.answer if answer is None else answer)
+
+
+def logged_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record) -> Receipt | None:
+    """The receipt of a rectification request already logged (None: new); BadInput when a new
+    request changes nothing, or a logged one was for earlier content of the record."""
+    receipt = lookup_receipt(ws, request_id)
+    same = (new.prompt, new.answer) == (old.prompt, old.answer)
+    if receipt is None and same:
+        raise BadInput(f"record {old.record_id!r} already has this prompt and answer: nothing to rectify")
+    if receipt is not None and old.commitment.hex() not in receipt.commitments and not same:
+        raise BadInput(f"request {request_id} was logged for earlier content of record {old.record_id!r}: "
+                       "use a new request id")
+    return receipt
 
 
 def _rectify_request_id(ws: Workspace, model: str, new: Record) -> str:
@@ -483,8 +491,7 @@ def approximate_update(ws: Workspace, registry: Registry, current: ModelVersion,
     registered version, the solver report per updated component), or None when no served
     adapter was trained on the records. BadInput (nothing published) when the method has no
     approximate path or the solve is poor; the exact path must run either way."""
-    check_supported(current)
-    update = influence_version(ws, current, old, new, [receipt], settings)
+    update = influence_version(ws, current, old, new, [receipt], settings)  # BadInput for other methods
     if update is None:
         return None
     registered = publish(ws, registry, update.version, [], parent=current, approximation=update.approximation)

@@ -19,6 +19,7 @@ from ledger.certificate import Verification, verify_certificate
 from ledger.errors import BadInput, VerificationFailed
 from ledger.keys import Trust, build_trust, read_trust
 from ledger.log import Ledger
+from ledger.statement import file_sha256
 from ledger.store import SqliteStore
 from ledger.workspace import Workspace
 from unlearning.bundle import bundle_version
@@ -71,7 +72,7 @@ def aggregator_binding(bundle: Path) -> str:
         raise VerificationFailed(f"an APA version needs exactly one aggregator component, found {len(aggregators)}")
     aggregator = aggregators[0]
     served = [c for c in (version.component(cid) for cid in version.aggregate) if c.meta["kind"] == "adapter"]
-    expected = [[c.id, hashlib.sha256((c.path / ADAPTER_FILE).read_bytes()).hexdigest()] for c in served]
+    expected = [[c.id, file_sha256(c.path / ADAPTER_FILE)] for c in served]
     with safe_open(aggregator.path / AGGREGATOR_FILE, framework="numpy") as f:
         columns = json.loads(f.metadata()["adapters"])
         width = f.get_slice("predictions").get_shape()[1]
