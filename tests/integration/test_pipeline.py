@@ -262,6 +262,14 @@ def test_rectification_with_an_approximate_update_first(model, serving, topics: 
     [rejected] = events.of(wrong.request_id, "rejected")
     assert "does not belong to subject" in rejected.reason and subject not in rejected.reason
 
+    send(ws, topics, req)  # redelivered: the old content is gone, so no second approximate update
+    events.until(events.has(req.request_id, "planned", count=2))
+    assert len(events.of(req.request_id, "approximate")) == 1
+    assert len(entries(ws, "request_approximated", request_id=req.request_id)) == 1
+    assert len(entries(ws, "request_received", request_id=req.request_id)) == 1
+    with RecordStore.open(ws) as store:
+        assert store.record(old.record_id) == new
+
 
 def test_same_request_twice_has_one_effect(model, serving, topics: Topics, events: Events, mlflow_uri: str) -> None:
     ws, name = model
