@@ -209,6 +209,7 @@ def write_summary(result: dict, path: Path) -> None:
     settings, env, data = result["settings"], result.get("environment", {}), result["data"]
     done = {(r["method"], r["workload"]) for r in result["rows"]}
     expected = {(m, w) for m in settings["methods"] for w in ["train", *_streams(result)]}
+    expected.discard(("influence", "w1") if not settings.get("influence_w1", True) else ())
     missing = sorted(expected - done) + ([("retrain+influence", "w4")]
                                          if "w4" in settings["workloads"] and not result.get("corrections") else [])
     status = "complete" if result["complete"] else (
@@ -231,7 +232,8 @@ def write_summary(result: dict, path: Path) -> None:
         f"products, damping {settings.get('damping')}; its fwd+bwd count adds gradient and HVP examples, an HVP costing about two); it never gives "
         "exact compliance. Forget-set AUC scores the erased records with their true answers; MIA AUC is a "
         "loss-based membership inference of the erased records against as many test records (0.5: they look "
-        "unseen).", "",
+        "unseen)." + ("" if settings.get("influence_w1", True) else
+                      " `influence` does not run W1 in this preset (a full solve per sequential request)."), "",
         "## Initial training (one-off cost)", "", *_training_table(result), "",
     ]
     for workload in _streams(result):
