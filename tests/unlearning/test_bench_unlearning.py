@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
 from unlearning.bench_report import PLOTS
-from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, bench_records, workloads
+from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, bench_records, run_unlearning_benchmark, workloads
 from unlearning.partition import Partition
 
 
@@ -100,3 +101,16 @@ def test_unknown_preset_and_method_are_one_line_errors(tmp_path):
     assert bad.exit_code == 2 and "unknown preset 'huge'" in bad.stderr
     bad = runner.invoke(app, ["bench", "unlearning", "--methods", "retrain,lora", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown method or workload 'lora'" in bad.stderr
+
+
+@pytest.mark.assets
+def test_a_preset_can_leave_influence_out_of_w1(tmp_path):
+    """The cpu preset skips a full influence solve per sequential request: no influence W1 rows,
+    and the summary is complete (not partial) and says why the rows are missing."""
+    preset = replace(PRESETS["tiny"], sequential=2, influence_w1=False)
+    result = run_unlearning_benchmark(preset, tmp_path, methods=["retrain", "influence"], workload_order=["w1", "w2"])
+    assert Counter((r["method"], r["workload"]) for r in result["rows"]) == {
+        ("retrain", "train"): 1, ("retrain", "w1"): 2, ("retrain", "w2"): 1, ("influence", "train"): 1,
+        ("influence", "w2"): 1}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "(complete)" in summary and "`influence` does not run W1 in this preset" in summary
