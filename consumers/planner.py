@@ -8,7 +8,8 @@ milliseconds per request:
    `rejected` event; a request for an unknown model or subject is rejected the same way (no DLQ);
 2. receive: log each request with its commitments and crypto-shred its records (`receive_many`);
    a rectification (v1.1 `rectify_record`) replaces the record's content under a new commitment
-   and logs the old one, which the exact path then treats like an erased record;
+   and logs the old one, which the exact path then treats like an erased record (a correction
+   the models in scope could not train on, e.g. longer than their max_length, is rejected first);
 3. plan: the shards of each model that trained on the records (record-store provenance: a
    record's shard never changes, and a restore running meanwhile may already have dropped the
    shard from the newest version, so the newest version's manifests could miss it);
@@ -37,7 +38,7 @@ from producers.schemas import ErasureRequest, Job, parse_request
 from unlearning.approximate import latest_exact
 from unlearning.certify import Receipt
 from unlearning.forget import (
-    Request, approximate_update, correction, logged_rectification, receive_many, receive_rectification,
+    Request, approximate_update, check_trainable, correction, logged_rectification, receive_many, receive_rectification,
 )
 from unlearning.influence import SolverSettings
 from unlearning.records import RecordStore
@@ -78,7 +79,8 @@ class Planner(Batching):
         results = receive_many(self.ctx.ws, [Request(req.request_id, req.subject_id,
                                                      tuple(req.record_ids) if req.record_ids else None,
                                                      req.model, _source(message, req)) for message, req in erasures])
-        results += [self._rectification(message, req, held) for message, req in valid if req.kind == "rectify_record"]
+        results += [self._rectification(message, req, held, models)
+                    for message, req in valid if req.kind == "rectify_record"]
         accepted: dict[str, tuple[ErasureRequest, Receipt]] = {}
         ordered = erasures + [(m, r) for m, r in valid if r.kind == "rectify_record"]
         for (message, req), result in zip(ordered, results, strict=True):
@@ -104,12 +106,16 @@ class Planner(Batching):
                                   and (not req.record_ids or r.record_id in req.record_ids)], [])
                 for req in requests}
 
-    def _rectification(self, message, req: ErasureRequest, held: dict) -> Receipt | BadInput:  # type: ignore[no-untyped-def]
+    def _rectification(self, message, req: ErasureRequest, held: dict,  # type: ignore[no-untyped-def]
+                       models: list[str]) -> Receipt | BadInput:
         """Log a rectification and replace the record's content (the exact path then treats the
-        old commitment as erased); its old and new content go to `held` for an approximate update."""
+        old commitment as erased); its old and new content go to `held` for an approximate update.
+        A correction the models in scope could not train on is rejected before any effect."""
         try:
             old, new = correction(self.ctx.ws, req.record_ids[0], req.prompt, req.answer, req.subject_id)
             receipt = logged_rectification(self.ctx.ws, req.request_id, old, new)
+            if receipt is None:
+                check_trainable(self.ctx.ws, [req.model] if req.model else models, new)
             first = receipt is None or old.commitment.hex() in receipt.commitments
             receipt = receive_rectification(self.ctx.ws, req.request_id, old, new, req.model, receipt,
                                             {**_source(message, req), "kind": "rectify_record"})

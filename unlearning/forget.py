@@ -400,8 +400,6 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
 
 def _rectify(ws: Workspace, name: str, record_id: str, prompt: str | None, answer: str | None,
              request_id: str | None, progress, approximate: SolverSettings | None) -> ForgetResult:  # type: ignore[no-untyped-def]
-    from unlearning.training import engine_for
-
     start = time.monotonic()
     current = latest_exact(ws, name)
     registry = Registry.for_workspace(ws)
@@ -409,7 +407,7 @@ def _rectify(ws: Workspace, name: str, record_id: str, prompt: str | None, answe
     request_id = request_id or _rectify_request_id(ws, name, new)
     receipt = logged_rectification(ws, request_id, old, new)
     if receipt is None:
-        engine_for(current.config).encode([new])  # BadInput (too long, empty answer) before any effect
+        check_trainable(ws, [name], new)  # before any effect
         if approximate is not None:
             _check_approximate(current, retrain=True)
     _certify_first(ws, registry, current)
@@ -433,6 +431,16 @@ def correction(ws: Workspace, record_id: str, prompt: str | None, answer: str | 
         raise BadInput(f"record {record_id!r} does not belong to subject {subject_id!r}")
     return old, Record(record_id, old.subject_id, old.prompt if prompt is None else prompt,
                        old.answer if answer is None else answer)
+
+
+def check_trainable(ws: Workspace, models: list[str], record: Record) -> None:
+    """BadInput if a corrected record could not be trained on by these models (too many tokens
+    for a model's max_length, an empty answer): the retrain after the exclusion would fail."""
+    from unlearning.training import engine_for
+
+    configs = {(c.base, c.max_length): c for c in (latest_exact(ws, name).config for name in models)}
+    for config in configs.values():
+        engine_for(config).encode([record])
 
 
 def logged_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record) -> Receipt | None:
@@ -549,5 +557,5 @@ def registry_unready(ws: Workspace) -> str | None:
     return None
 
 
-__all__ = ["ForgetResult", "Request", "affected_components", "exclude", "forget", "lookup_receipt", "publish", "registry_unready",
+__all__ = ["ForgetResult", "Request", "affected_components", "check_trainable", "exclude", "forget", "lookup_receipt", "publish", "registry_unready",
            "purge", "receive", "receive_many", "rectify", "register_trained", "restore"]

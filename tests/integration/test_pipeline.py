@@ -233,9 +233,12 @@ def test_rectification_with_an_approximate_update_first(model, serving, topics: 
                          approximate=True, model=name, request_id=f"r-{uuid.uuid4().hex[:12]}")
     wrong = ErasureRequest(kind="rectify_record", subject_id=subject, record_ids=[foreign.record_id], answer="Yes",
                            model=name, request_id=f"r-{uuid.uuid4().hex[:12]}")
-    assert req.schema_ == wrong.schema_ == "erasure.request/v1.1"
-    send(ws, topics, req, wrong)
-    events.until(lambda seen: events.has(req.request_id, "restored")(seen) and events.has(wrong.request_id, "rejected")(seen))
+    too_long = ErasureRequest(kind="rectify_record", subject_id=other, record_ids=[foreign.record_id],
+                              prompt="movie " * 3000, model=name, request_id=f"r-{uuid.uuid4().hex[:12]}")
+    assert req.schema_ == wrong.schema_ == too_long.schema_ == "erasure.request/v1.1"
+    send(ws, topics, req, wrong, too_long)
+    events.until(lambda seen: events.has(req.request_id, "restored")(seen) and all(
+        events.has(r.request_id, "rejected")(seen) for r in (wrong, too_long)))
 
     assert [e.status for e in events.of(req.request_id)] == [
         "received", "planned", "approximate", "excluded", "certified", "restored"]
@@ -248,7 +251,7 @@ def test_rectification_with_an_approximate_update_first(model, serving, topics: 
 
     with RecordStore.open(ws) as store:
         new = store.record(old.record_id)
-        assert store.record(foreign.record_id) == foreign  # the rejected request changed nothing
+        assert store.record(foreign.record_id) == foreign  # the rejected requests changed nothing
     assert (new.prompt, new.answer) == (old.prompt, corrected) and new.commitment != old.commitment
     assert erased_from(registry, name, restored.version, {old.commitment.hex()})
     assert not erased_from(registry, name, restored.version, {new.commitment.hex()})  # retrained on the correction
@@ -261,6 +264,8 @@ def test_rectification_with_an_approximate_update_first(model, serving, topics: 
     assert status["models"][name]["approximate"]["certificate_sha256"] == approximate.certificate_sha256
     [rejected] = events.of(wrong.request_id, "rejected")
     assert "does not belong to subject" in rejected.reason and subject not in rejected.reason
+    [rejected] = events.of(too_long.request_id, "rejected")  # the retrain could not have used it
+    assert "more than max_length" in rejected.reason and not entries(ws, "request_received", request_id=too_long.request_id)
 
     send(ws, topics, req)  # redelivered: the old content is gone, so no second approximate update
     events.until(events.has(req.request_id, "planned", count=2))
