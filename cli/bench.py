@@ -14,7 +14,7 @@ app = typer.Typer(help="Benchmarks: JSON results, side-by-side comparisons.", no
 @app.command()
 def unlearning(
     preset: str = typer.Option("tiny", "--preset", help="tiny (CI smoke test: tiny model, minutes), cpu (SmolLM2 + "
-                               "MovieLens; about 3 hours on 2 cores, mostly W1 and influence) or gpu (CUDA, 3 seeds)."),
+                               "MovieLens; about 1.5 hours on 2 idle cores, W1 of 5 requests) or gpu (CUDA, 3 seeds)."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 [default: the preset's]."),
     out: Path = typer.Option(Path("bench-results/unlearning"), "--out",
                              help="Directory for results.json, summary.md and the PNG plots (written as it goes)."),
