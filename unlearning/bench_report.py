@@ -209,7 +209,8 @@ def write_summary(result: dict, path: Path) -> None:
     settings, env, data = result["settings"], result.get("environment", {}), result["data"]
     done = {(r["method"], r["workload"]) for r in result["rows"]}
     expected = {(m, w) for m in settings["methods"] for w in ["train", *_streams(result)]}
-    expected.discard(("influence", "w1") if not settings.get("influence_w1", True) else ())
+    if not settings.get("influence_w1", True):
+        expected.discard(("influence", "w1"))
     missing = sorted(expected - done) + ([("retrain+influence", "w4")]
                                          if "w4" in settings["workloads"] and not result.get("corrections") else [])
     status = "complete" if result["complete"] else (

@@ -123,8 +123,8 @@ PRESETS = {
     "tiny": Preset("tiny", base="tiny", users=40, history=5, per_user=2, eval_per_user=6, epochs=1.0, lr=1e-2,
                    batch_size=8, shards=2, slices=2, sequential=4, subjects=2, seeds=1, threads=1,
                    solver_steps=30, solver_batch=8, damping=1.0),
-    # About an hour on 2 idle cores: W1 shortened to 5 erasures and no influence solve per W1
-    # step (each solve costs several full retrains here: its full-batch residual alone is 90 HVPs).
+    # 90 minutes on 2 idle cores (measured): W1 shortened to 5 erasures and no influence solve per
+    # W1 step (each solve costs about six full retrains here: its full-batch residual alone is 90 HVPs).
     "cpu": Preset("cpu", base="smollm2-135m", users=40, history=10, per_user=3, eval_per_user=10, epochs=0.5, lr=1e-3,
                   batch_size=4, shards=4, slices=4, sequential=5, subjects=2, seeds=1, threads=2,
                   # a solve of about the retrain's own cost (45 samples): 10 x 4 HVP examples
