@@ -115,7 +115,8 @@ class Planner(Batching):
             old, new = correction(self.ctx.ws, req.record_ids[0], req.prompt, req.answer, req.subject_id)
             receipt = logged_rectification(self.ctx.ws, req.request_id, old, new)
             if receipt is None:
-                check_trainable(self.ctx.ws, [req.model] if req.model else models, new)
+                scope = [req.model] if req.model else models
+                check_trainable([latest_exact(self.ctx.ws, m).config for m in scope], new)
             first = receipt is None or old.commitment.hex() in receipt.commitments
             receipt = receive_rectification(self.ctx.ws, req.request_id, old, new, req.model, receipt,
                                             {**_source(message, req), "kind": "rectify_record"})

@@ -209,7 +209,8 @@ def write_summary(result: dict, path: Path) -> None:
     settings, env, data = result["settings"], result.get("environment", {}), result["data"]
     done = {(r["method"], r["workload"]) for r in result["rows"]}
     expected = {(m, w) for m in settings["methods"] for w in ["train", *_streams(result)]}
-    if not settings.get("influence_w1", True):
+    influence_w1 = settings.get("influence_w1", True)  # results written before the setting existed ran it
+    if not influence_w1:
         expected.discard(("influence", "w1"))
     missing = sorted(expected - done) + ([("retrain+influence", "w4")]
                                          if "w4" in settings["workloads"] and not result.get("corrections") else [])
@@ -233,7 +234,7 @@ def write_summary(result: dict, path: Path) -> None:
         f"products, damping {settings.get('damping')}; its fwd+bwd count adds gradient and HVP examples, an HVP costing about two); it never gives "
         "exact compliance. Forget-set AUC scores the erased records with their true answers; MIA AUC is a "
         "loss-based membership inference of the erased records against as many test records (0.5: they look "
-        "unseen)." + ("" if settings.get("influence_w1", True) else
+        "unseen)." + ("" if influence_w1 else
                       " `influence` does not run W1 in this preset (a full solve per sequential request)."), "",
         "## Initial training (one-off cost)", "", *_training_table(result), "",
     ]

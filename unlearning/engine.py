@@ -85,6 +85,20 @@ def environment(config: TrainConfig) -> dict:
     }
 
 
+def encode(base: BaseModel, max_length: int, records: Sequence[Record]) -> list[Example]:
+    """Token ids of prompts and answers; BadInput for an empty answer or more than `max_length` tokens."""
+    examples = []
+    for r in records:
+        prompt, answer = base.encode_prompt(r.prompt), base.encode_answer(r.answer)
+        if not answer:
+            raise BadInput(f"record {r.record_id!r} has an empty answer")
+        if len(prompt) + len(answer) > max_length:
+            raise BadInput(f"record {r.record_id!r} has {len(prompt) + len(answer)} tokens, "
+                           f"more than max_length {max_length}")
+        examples.append(Example(r.record_id, tuple(prompt), tuple(answer)))
+    return examples
+
+
 def collate(sequences: Sequence[Sequence[int]], answer_lengths: Sequence[int], pad_id: int) -> Batch:
     length = max(len(s) for s in sequences)
     answer_span = max(answer_lengths) if answer_lengths else 0
@@ -147,16 +161,7 @@ class Engine:
     # --- data ---------------------------------------------------------------------------------
 
     def encode(self, records: Sequence[Record]) -> list[Example]:
-        examples = []
-        for r in records:
-            prompt, answer = self.base.encode_prompt(r.prompt), self.base.encode_answer(r.answer)
-            if not answer:
-                raise BadInput(f"record {r.record_id!r} has an empty answer")
-            if len(prompt) + len(answer) > self.config.max_length:
-                raise BadInput(f"record {r.record_id!r} has {len(prompt) + len(answer)} tokens, "
-                               f"more than max_length {self.config.max_length}")
-            examples.append(Example(r.record_id, tuple(prompt), tuple(answer)))
-        return examples
+        return encode(self.base, self.config.max_length, records)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ledger.manifest import Manifest
 from ledger.workspace import Workspace
 from unlearning.approximate import check_supported, influence_version, is_approximate, latest_exact
 from unlearning.certify import Receipt, bundle_dir, certified_predicate, certify
+from unlearning.config import TrainConfig
 from unlearning.influence import SolverSettings
 from unlearning.model_store import ModelStore, ModelVersion, model_lock
 from unlearning.records import Record, RecordStore, StoredRecord
@@ -407,7 +409,7 @@ def _rectify(ws: Workspace, name: str, record_id: str, prompt: str | None, answe
     request_id = request_id or _rectify_request_id(ws, name, new)
     receipt = logged_rectification(ws, request_id, old, new)
     if receipt is None:
-        check_trainable(ws, [name], new)  # before any effect
+        check_trainable([current.config], new)  # before any effect
         if approximate is not None:
             _check_approximate(current, retrain=True)
     _certify_first(ws, registry, current)
@@ -433,14 +435,18 @@ def correction(ws: Workspace, record_id: str, prompt: str | None, answer: str | 
                        old.answer if answer is None else answer)
 
 
-def check_trainable(ws: Workspace, models: list[str], record: Record) -> None:
-    """BadInput if a corrected record could not be trained on by these models (too many tokens
-    for a model's max_length, an empty answer): the retrain after the exclusion would fail."""
-    from unlearning.training import engine_for
+def check_trainable(configs: Iterable[TrainConfig], record: Record) -> None:
+    """BadInput if a corrected record could not be trained on with these configs (too many
+    tokens for a max_length, an empty answer): the retrain after the exclusion would fail.
+    Needs only each base's tokenizer, not an engine."""
+    from unlearning.engine import encode
+    from unlearning.models import load_base
 
-    configs = {(c.base, c.max_length): c for c in (latest_exact(ws, name).config for name in models)}
-    for config in configs.values():
-        engine_for(config).encode([record])
+    limits: dict[str, int] = {}
+    for config in configs:
+        limits[config.base] = min(config.max_length, limits.get(config.base, config.max_length))
+    for base, max_length in limits.items():
+        encode(load_base(base), max_length, [record])
 
 
 def logged_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record) -> Receipt | None:

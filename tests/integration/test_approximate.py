@@ -162,6 +162,12 @@ def test_rectification_replaces_the_commitment_and_retrains_exactly(workspace: W
     assert unknown.exit_code == 2 and "unknown record 'no-such-record'" in unknown.stderr
     nothing = run("rectify", name, "--record", record.record_id)
     assert nothing.exit_code == 2 and "nothing to rectify" in nothing.stderr
+    received = len(_ledger_entries(ws, "request_received"))
+    too_long = run("rectify", name, "--record", record.record_id, "--prompt", "movie " * 3000)
+    assert too_long.exit_code == 2 and "more than max_length" in too_long.stderr
+    assert len(_ledger_entries(ws, "request_received")) == received  # rejected before any effect
+    with RecordStore.open(ws) as store:
+        assert store.record(record.record_id) == now
 
     # an erasure through the CLI takes the same approximate-then-exact path
     subject = next(s for s in _subjects(ws) if s != record.subject_id)
