@@ -13,7 +13,6 @@ from cli import bench, data, dev, keys, ledger, models, pipeline, registry, trai
 from ledger.errors import ErasureError
 
 
-
 class _ErasureGroup(TyperGroup):
     """Maps package errors to a one-line reason on stderr and the design's exit code.
 

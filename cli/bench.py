@@ -34,7 +34,7 @@ def unlearning(
     same data, base model, LoRA recipe, seeds and erasure requests: unlearning cost, time to
     compliance, utility, distance to retrain, forget-set AUC and membership inference, storage,
     inference cost and exactness checks."""
-    from unlearning.bench_unlearning import preset_named, run_unlearning_benchmark
+    from unlearning.bench.unlearning import preset_named, run_unlearning_benchmark
 
     def items(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip()]
@@ -90,7 +90,7 @@ def s3t_capacity(
 ) -> None:
     """Mean uniformly random single-record deletions until every shard (and the first shard)
     must be retrained: S3T with B orders vs SISA slicing, beside the coupon-collector formulas."""
-    from unlearning.s3t_capacity import simulate
+    from unlearning.methods.s3t.capacity import simulate
 
     result = simulate(shards, slices, budget, trials=trials, seed=seed)
     if as_json:
@@ -119,9 +119,9 @@ def forget(
     (certified retrain) per method in one run, next to a full retrain; certificate issue/verify
     time and size for manifests of growing size."""
     from ledger.certificate_bench import run_certificate_benchmark
-    from unlearning import movielens
-    from unlearning.bench_forget import run_forget_benchmark
-    from unlearning.config import TrainConfig
+    from unlearning.bench.forget import run_forget_benchmark
+    from unlearning.data import movielens
+    from unlearning.training.config import TrainConfig
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     records = movielens.build_samples(movielens.load(), per_user=per_user, max_users=users)

@@ -8,8 +8,8 @@ import typer
 
 from cli.output import fail, print_json
 from ledger.workspace import Workspace
-from unlearning.partition import SPLITS
-from unlearning.records import RecordStore, parse_jsonl
+from unlearning.data.partition import SPLITS
+from unlearning.data.records import RecordStore, parse_jsonl
 
 app = typer.Typer(help="Ingest and inspect training records.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def ingest(
     if (file is None) == (not movielens):
         fail("give either FILE.jsonl or --movielens")
     if movielens:
-        from unlearning import movielens as ml
+        from unlearning.data import movielens as ml
 
         records = ml.build_samples(ml.load(), per_user=per_user, max_users=max_users)
     else:

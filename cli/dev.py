@@ -15,7 +15,7 @@ def up() -> None:
     The broker's jars are resolved with Maven on first use (cached under ~/.cache/erasure).
     Pids and endpoints are recorded in $ERASURE_HOME/dev.json; running services are reused.
     """
-    from consumers import local_services
+    from services import local as local_services
 
     ws = Workspace.from_env()
     services = local_services.up(ws)
@@ -27,7 +27,7 @@ def up() -> None:
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Report whether the recorded Kafka broker and MLflow server are reachable."""
-    from consumers import local_services
+    from services import local as local_services
 
     report = local_services.status(Workspace.from_env())
     if json_out:
@@ -42,7 +42,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 @app.command()
 def down() -> None:
     """Stop exactly the processes `erasure dev up` started (by recorded pid), nothing else."""
-    from consumers import local_services
+    from services import local as local_services
 
     stopped = local_services.down(Workspace.from_env())
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -51,6 +51,6 @@ def down() -> None:
 @app.command("fetch-kafka")
 def fetch_kafka() -> None:
     """Resolve the Kafka broker jars with Maven into the user cache (idempotent)."""
-    from consumers import local_services
+    from services import local as local_services
 
     typer.echo(local_services.resolve_kafka(quiet=False))

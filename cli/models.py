@@ -6,7 +6,7 @@ import typer
 
 from cli.output import print_json
 from ledger.workspace import Workspace
-from unlearning.model_store import ModelStore
+from unlearning.versions.store import ModelStore
 
 app = typer.Typer(help="Inspect trained models and their components.", no_args_is_help=True)
 

@@ -132,7 +132,7 @@ def serve(
         fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    from unlearning.influence import SolverSettings
+    from unlearning.methods.influence.solver import SolverSettings
 
     service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance(),
                       solver=SolverSettings(solver=solver, steps=solver_steps, damping=damping)).start()

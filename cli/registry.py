@@ -22,7 +22,7 @@ DAMPING = typer.Option(0.1, "--damping", min=0.0, help="Approximate updates: lam
 
 
 def _settings(approximate: bool, solver: str, steps: int, damping: float):  # type: ignore[no-untyped-def]
-    from unlearning.influence import SolverSettings
+    from unlearning.methods.influence.solver import SolverSettings
 
     return SolverSettings(solver=solver, steps=steps, damping=damping) if approximate else None
 
@@ -46,7 +46,7 @@ def forget(
     shards from their last clean checkpoints (coalesced) and certifies that version too; then
     purges every version that saw the data. Running it again is a no-op.
     """
-    from unlearning.forget import forget as run_forget
+    from unlearning.operations.forget import forget as run_forget
 
     result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain,
                         approximate=_settings(approximate, solver, solver_steps, damping))
@@ -73,7 +73,7 @@ def rectify(
     shard on the corrected data and certifies that version; then purges every version trained
     on the old content. Running it again is a no-op.
     """
-    from unlearning.forget import rectify as run_rectify
+    from unlearning.operations.forget import rectify as run_rectify
 
     result = run_rectify(Workspace.from_env(), name, record, prompt, answer, request_id,
                          approximate=_settings(approximate, solver, solver_steps, damping))
@@ -112,7 +112,7 @@ def verify(
 ) -> None:
     """Verify a certified model version: signature, files, manifests, non-membership proofs,
     ledger inclusion and consistency, registry binding and aliases. Exit 0 only if all pass."""
-    from unlearning.verify import verify_target
+    from unlearning.registry.verify import verify_target
 
     result = verify_target(Workspace.from_env(), target, trust, state, replay)
     if as_json:
@@ -138,7 +138,7 @@ def pull(
     as_json: bool = JSON_OUT,
 ) -> None:
     """Download a certified version, verify it, and only then move it into DEST."""
-    from unlearning.verify import pull as run_pull
+    from unlearning.registry.verify import pull as run_pull
 
     result, registered = run_pull(Workspace.from_env(), target, dest, trust, allow_approximate)
     if not result.verified:

@@ -15,8 +15,8 @@ from cli.models import print_components, version_summary
 from cli.output import fail, print_json
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
-from unlearning.config import TrainConfig
-from unlearning.model_store import ModelStore
+from unlearning.training.config import TrainConfig
+from unlearning.versions.store import ModelStore
 
 JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
 VERSION = typer.Option(None, "--version", help="Model version (default: the newest).")
@@ -26,7 +26,14 @@ VERSION = typer.Option(None, "--version", help="Model version (default: the newe
 def _progress() -> Iterator[object]:
     """Rich progress bars on stderr (only when it is a terminal)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -71,9 +78,9 @@ def train(
     as_json: bool = JSON_OUT,
 ) -> None:
     """Train version 1 of a LoRA model on the store's training records and print its components."""
-    from unlearning.engine import bf16_supported
-    from unlearning.models import TINY
-    from unlearning.training import train_model
+    from unlearning.operations.build import train_model
+    from unlearning.training.base_models import TINY
+    from unlearning.training.engine import bf16_supported
 
     if precision == "auto":
         precision = "bf16" if base != TINY and bf16_supported() else "fp32"
@@ -104,7 +111,7 @@ def train(
 
 def _register(ws: Workspace, version) -> dict | None:  # type: ignore[no-untyped-def]
     """Certify and register the new version when keys and a registry are at hand; say why not otherwise."""
-    from unlearning.forget import register_trained, registry_unready
+    from unlearning.operations.forget import register_trained, registry_unready
 
     reason = registry_unready(ws)
     if reason is not None:
@@ -134,8 +141,8 @@ def evaluate(
     as_json: bool = JSON_OUT,
 ) -> None:
     """AUC and accuracy on held-out subjects, beside the history-positivity baseline AUC."""
+    from unlearning.data.records import RecordStore
     from unlearning.evaluation import evaluate as run
-    from unlearning.records import RecordStore
 
     workspace = Workspace.from_env()
     model = ModelStore(workspace).get(name, version)
@@ -178,7 +185,7 @@ def replay(
     as_json: bool = JSON_OUT,
 ) -> None:
     """Retrain a component from the retained records and compare digests (exit 0 equal, 1 different)."""
-    from unlearning.training import replay_component
+    from unlearning.operations.build import replay_component
 
     workspace = Workspace.from_env()
     model = ModelStore(workspace).get(name, version)

@@ -62,11 +62,11 @@ def scratch_workspace(kafka: str, mlflow: str) -> Iterator[Workspace]:
 def _setup(ws: Workspace, name: str, epochs: float) -> dict[int, list[tuple[str, str]]]:
     """Records, keys, a certified model; returns shard -> training (subject, record id)s."""
     from ledger.keys import init_keys
-    from unlearning import movielens
-    from unlearning.config import TrainConfig
-    from unlearning.forget import register_trained
-    from unlearning.records import RecordStore
-    from unlearning.training import train_model
+    from unlearning.data import movielens
+    from unlearning.data.records import RecordStore
+    from unlearning.operations.build import train_model
+    from unlearning.operations.forget import register_trained
+    from unlearning.training.config import TrainConfig
 
     init_keys(ws.key_dir)
     with RecordStore.open(ws) as store:

@@ -19,9 +19,10 @@ from consumers import stages
 from consumers.loop import Batching, is_transient
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import Context, excluded_events, finish_exclusion, model_lock, settle
+from consumers.versions import Context, excluded_events, finish_exclusion, settle
 from ledger.log import open_ledger
-from unlearning.forget import exclude, lookup_receipt, purge
+from unlearning.operations.forget import exclude, lookup_receipt, purge
+from unlearning.versions.lock import model_lock
 
 
 class Excluder(Batching):

@@ -26,15 +26,15 @@ from consumers import stages
 from consumers.loop import is_transient
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import (
-    Context, Journal, finish_restore, log_restored, model_lock, registered, restored_events, settle,
-)
+from consumers.versions import Context, Journal, finish_restore, log_restored, registered, restored_events, settle
 from ledger.errors import BadInput, ServiceError
 from ledger.log import open_ledger
 from producers.schemas import Job, parse
-from unlearning.certify import Receipt
-from unlearning.forget import affected_components, lookup_receipt, restore
-from unlearning.model_store import ModelVersion
+from unlearning.operations.certify import Receipt
+from unlearning.operations.forget import affected_components, lookup_receipt, restore
+from unlearning.versions.lock import model_lock
+from unlearning.versions.store import ModelVersion
+
 
 class ExclusionPending(ServiceError):
     """Transient: the job is retried shortly."""
@@ -55,7 +55,7 @@ class Executor:
         self.ctx, self.topics, self.window_s = ctx, topics, window_s
         self._groups: dict[tuple[str, int], _Group] = {}
         self._malformed: list = []
-        import unlearning.training  # noqa: F401 - torch and transformers load at start, not in the first job
+        import unlearning.operations.build  # noqa: F401 - torch and transformers load at start, not in the first job
 
     def take(self, records: list) -> None:
         for record in records:

@@ -31,18 +31,25 @@ from consumers import stages
 from consumers.loop import Batching
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import Context, model_lock, settle
+from consumers.versions import Context, settle
 from ledger.errors import BadInput
 from ledger.log import open_ledger
 from producers.schemas import ErasureRequest, Job, parse_request
-from unlearning.approximate import latest_exact
-from unlearning.certify import Receipt
-from unlearning.forget import (
-    Request, approximate_update, check_trainable, correction, logged_rectification, receive_many, receive_rectification,
+from unlearning.data.records import RecordStore
+from unlearning.data.secrets import subject_tag
+from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.approximate import latest_exact
+from unlearning.operations.certify import Receipt
+from unlearning.operations.forget import (
+    Request,
+    approximate_update,
+    check_trainable,
+    correction,
+    logged_rectification,
+    receive_many,
+    receive_rectification,
 )
-from unlearning.influence import SolverSettings
-from unlearning.records import RecordStore
-from unlearning.secrets import subject_tag
+from unlearning.versions.lock import model_lock
 
 
 class Planner(Batching):

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-REQUESTS = "erasure.requests"
-JOBS = "erasure.jobs"
-EVENTS = "erasure.events"
-DLQ = "erasure.requests.dlq"
-PLANNER_GROUP = "erasure-planner"
-EXCLUDER_GROUP = "erasure-excluder"
-EXECUTOR_GROUP = "erasure-executors"
+from producers.topics import DLQ, EVENTS, EXCLUDER_GROUP, EXECUTOR_GROUP, JOBS, PLANNER_GROUP, REQUESTS
 
 # Jobs are keyed by model/shard: more partitions let more executors share the shards.
 PARTITIONS = {REQUESTS: 3, JOBS: 8, EVENTS: 1, DLQ: 1}

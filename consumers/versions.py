@@ -21,18 +21,18 @@ import os
 import shutil
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 from consumers import stages
 from consumers.stages import Outbox
 from ledger.certificate import ENVELOPE_FILE
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
-from unlearning.approximate import latest_exact
-from unlearning.certify import Receipt, bundle_dir
-from unlearning.forget import lookup_receipt, publish, purge
-from unlearning.model_store import ModelStore, ModelVersion, model_lock, pipeline_dir
-from unlearning.registry import Registry
+from unlearning.operations.approximate import latest_exact
+from unlearning.operations.certify import Receipt, bundle_dir
+from unlearning.operations.forget import lookup_receipt, publish, purge
+from unlearning.registry.mlflow import Registry
+from unlearning.versions.lock import pipeline_dir
+from unlearning.versions.store import ModelStore, ModelVersion
 
 
 @dataclass

@@ -12,8 +12,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.certificate import (
-    ENVELOPE_FILE, ComponentClaim, Erasure, ManifestRef, Predicate, cite, log_certificate, non_membership_proofs,
-    sign_certificate, verify_certificate,
+    ENVELOPE_FILE,
+    ComponentClaim,
+    Erasure,
+    ManifestRef,
+    Predicate,
+    cite,
+    log_certificate,
+    non_membership_proofs,
+    sign_certificate,
+    verify_certificate,
 )
 from ledger.keys import RoleTrust, Trust
 from ledger.log import Ledger

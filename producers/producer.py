@@ -1,18 +1,25 @@
-"""The Kafka producer for erasure requests: idempotent, acks from all replicas, keyed by subject tag.
+"""The Kafka producer for erasure requests: idempotent, acks from all replicas, keyed per subject.
 
-The key is the subject's HMAC tag, never the raw id, so all requests about one subject land on
-one partition (in order) and topic keys do not name people.
+The key is a SHA-256 digest of the subject id (`subject_key`), never the raw id, so all requests
+about one subject land on one partition (in order) and topic keys do not spell out people. It is
+unkeyed on purpose: a data platform produces requests without any of the workspace's secrets
+(the ledger names subjects by the keyed HMAC tag instead).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
-from consumers.topics import REQUESTS
 from ledger.errors import ServiceError
 from ledger.workspace import Workspace
 from producers.schemas import ErasureRequest
-from unlearning.secrets import subject_tag
+from producers.topics import REQUESTS
+
+
+def subject_key(subject_id: str) -> bytes:
+    """The Kafka key of a subject's requests (same subject, same partition, in order)."""
+    return hashlib.sha256(b"erasure/subject-key/v1\x00" + subject_id.encode()).hexdigest().encode()
 
 
 class RequestProducer:
@@ -35,7 +42,7 @@ class RequestProducer:
 
         futures = []
         for req in requests:
-            key = subject_tag(self.workspace, req.subject_id).encode()
+            key = subject_key(req.subject_id)
             headers = [("schema", req.schema_.encode())]
             futures.append((req.request_id, self._producer.send(self.topic, key=key, value=req.to_bytes(),
                                                                 headers=headers)))

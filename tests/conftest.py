@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ledger.workspace import Workspace
-from unlearning.movielens import Item, prompt
-from unlearning.records import Record
+from unlearning.data.movielens import Item, prompt
+from unlearning.data.records import Record
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Endpoints:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    from consumers import local_services
+    from services import local as local_services
 
     given = {"kafka": os.environ.get("ERASURE_KAFKA"), "mlflow": os.environ.get("MLFLOW_TRACKING_URI")}
     missing = tuple(name for name, endpoint in given.items() if not endpoint)

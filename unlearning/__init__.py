@@ -8,7 +8,7 @@ modules that train or score (`models`, `engine`, `training`, `inference`, `evalu
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     # `unlearning.load_certified` without importing the registry (and mlflow) at package import
     if name == "load_certified":
-        from unlearning.verify import load_certified
+        from unlearning.registry.verify import load_certified
 
         return load_certified
     raise AttributeError(name)

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 from rich.progress import Progress
 
-from unlearning.model_store import ModelVersion
-from unlearning.movielens import history_positivity
-from unlearning.records import Record
+from unlearning.data.movielens import history_positivity
+from unlearning.data.records import Record
+from unlearning.versions.store import ModelVersion
 
 
 @dataclass(frozen=True)

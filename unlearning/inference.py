@@ -2,7 +2,7 @@
 
 - `mean_p_yes` (retrain, SISA, S3T): mean P(Yes) over the aggregated components, one pass each;
 - `apa`: per input, adapter weights from the aggregator's validation neighbours and one pass
-  with the merged adapter (`unlearning.aggregation`); the aggregator's prediction columns
+  with the merged adapter (`unlearning.methods.apa.aggregation`); the aggregator's prediction columns
   must come from exactly this version's adapters (else VerificationFailed).
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from rich.progress import Progress
 
 from ledger.errors import BadInput, VerificationFailed
-from unlearning.model_store import ModelVersion
-from unlearning.training import engine_for
+from unlearning.operations.build import engine_for
+from unlearning.versions.store import ModelVersion
 
 RULES = ("mean_p_yes", "apa")
 
@@ -28,7 +28,7 @@ class Predictor:
         self.engine = engine_for(version.config, expected_base=version.meta["base"])
         self.adapters = [version.component(cid).adapter() for cid in version.aggregate]
         if self.rule == "apa":
-            from unlearning.aggregation import Aggregator
+            from unlearning.methods.apa.aggregation import Aggregator
 
             settings = version.meta["aggregation"]
             self.aggregator = Aggregator.load(version.component(settings["aggregator"]).path)
@@ -48,8 +48,8 @@ class Predictor:
         return [sum(scores) / len(scores) for scores in zip(*per_component, strict=True)]
 
     def _merged_p_yes(self, ids: list[list[int]], progress: Progress | None) -> list[float]:
-        from unlearning.aggregation import merged_p_yes
-        from unlearning.embeddings import embed
+        from unlearning.methods.apa.aggregation import merged_p_yes
+        from unlearning.training.embeddings import embed
 
         settings = self.version.meta["aggregation"]
         weights = self.aggregator.adapter_weights(embed(self.engine, ids), settings["tau"], settings["neighbours"])

@@ -11,8 +11,8 @@ import pytest
 from consumers.versions import Journal
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
-from unlearning.forget import forget
-from unlearning.model_store import model_lock
+from unlearning.operations.forget import forget
+from unlearning.versions.lock import model_lock
 
 
 def _holder(ws: Workspace, urgent: bool, log: list[str], name: str, hold_s: float) -> threading.Thread:

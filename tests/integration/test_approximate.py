@@ -17,14 +17,14 @@ from ledger.errors import VerificationFailed
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from unlearning import load_certified
-from unlearning.approximate import influence_version, latest_exact
-from unlearning.certify import bundle_dir, certified_predicate
-from unlearning.forget import exclude, publish, purge, receive
-from unlearning.influence import SolverSettings
-from unlearning.model_store import ModelStore
-from unlearning.records import RecordStore
-from unlearning.registry import Registry
-from unlearning.training import replay_component
+from unlearning.data.records import RecordStore
+from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.approximate import influence_version, latest_exact
+from unlearning.operations.build import replay_component
+from unlearning.operations.certify import bundle_dir, certified_predicate
+from unlearning.operations.forget import exclude, publish, purge, receive
+from unlearning.registry.mlflow import Registry
+from unlearning.versions.store import ModelStore
 
 pytestmark = pytest.mark.services
 runner = CliRunner()
@@ -47,7 +47,7 @@ def trained(workspace: Workspace, records, write_jsonl, mlflow_uri: str, monkeyp
     name = f"approx-{uuid.uuid4().hex[:8]}"
     result = run("train", name, "--method", "sisa", "--shards", "2", "--slices", "2", *TINY)
     assert result.exit_code == 0, result.output
-    from unlearning.forget import register_trained
+    from unlearning.operations.forget import register_trained
 
     register_trained(workspace, ModelStore(workspace).get(name, 1))
     return name

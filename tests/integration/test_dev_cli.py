@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers import local_services
 from ledger.errors import ServiceError
+from services import local as local_services
 
 ERASURE = str(Path(sys.executable).with_name("erasure"))
 

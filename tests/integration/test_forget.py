@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from cli.app import app
 from ledger.keys import build_trust, init_keys, write_trust
 from ledger.workspace import Workspace
-from unlearning.model_store import ModelStore
-from unlearning.records import RecordStore
-from unlearning.registry import Registry, fetch
+from unlearning.data.records import RecordStore
+from unlearning.registry.mlflow import Registry, fetch
+from unlearning.versions.store import ModelStore
 
 pytestmark = pytest.mark.services
 runner = CliRunner()

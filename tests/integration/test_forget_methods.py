@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from ledger.workspace import Workspace
-from unlearning.model_store import ModelStore
-from unlearning.records import RecordStore
+from unlearning.data.records import RecordStore
+from unlearning.versions.store import ModelStore
 
 pytestmark = pytest.mark.services
 runner = CliRunner()

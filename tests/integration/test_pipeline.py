@@ -8,7 +8,6 @@ tests share the training but not their messages.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,12 +29,12 @@ from ledger.workspace import Workspace
 from producers.producer import RequestProducer
 from producers.schemas import ErasureRequest, OutcomeEvent, parse
 from tests.conftest import make_records
-from unlearning.certify import bundle_dir, certified_predicate
-from unlearning.forget import register_trained
-from unlearning.influence import SolverSettings
-from unlearning.model_store import ModelStore
-from unlearning.records import RecordStore
-from unlearning.registry import Registry
+from unlearning.data.records import RecordStore
+from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.certify import bundle_dir, certified_predicate
+from unlearning.operations.forget import register_trained
+from unlearning.registry.mlflow import Registry
+from unlearning.versions.store import ModelStore
 
 pytestmark = pytest.mark.services
 runner = CliRunner()
@@ -162,7 +161,7 @@ def entries(ws: Workspace, entry_type: str, **match: object) -> list[dict]:
 
 
 def erased_from(registry: Registry, name: str, version: int, subject_commitments: set[str]) -> bool:
-    from unlearning.registry import fetch
+    from unlearning.registry.mlflow import fetch
 
     with fetch(registry, registry.get(name, version)) as tmp:
         for leaves in (Path(tmp) / "bundle" / "components").glob("*/manifest.leaves"):

@@ -1,4 +1,4 @@
-"""`erasure request` against the real broker: messages land keyed by subject tag."""
+"""`erasure request` against the real broker: messages land keyed by the subject's digest."""
 
 import json
 from pathlib import Path
@@ -9,9 +9,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from consumers.topics import DLQ, EVENTS, JOBS, REQUESTS, ensure_topics
-from ledger.workspace import Workspace
+from producers.producer import subject_key
 from producers.schemas import parse_request
-from unlearning.secrets import subject_tag
 
 pytestmark = pytest.mark.services
 
@@ -73,7 +72,7 @@ def test_erase_and_import_produce_keyed_requests(kafka_bootstrap: str, tmp_path:
     sent = by_id[request_id]
     first = parse_request(sent.value)
     assert first.record_ids == ["r1"] and first.model == "recs" and first.kind == "erase_records"
-    assert sent.key == subject_tag(Workspace.from_env(), "u-17").encode()
+    assert sent.key == subject_key("u-17")
     assert first.schema_ == "erasure.request/v1"  # no v1.1 feature used: still readable by v1 consumers
     rectify = parse_request(by_id[rectify_id].value)
     assert (rectify.schema_, rectify.kind, rectify.record_ids, rectify.answer, rectify.approximate) == (

@@ -15,17 +15,17 @@ from typer.testing import CliRunner
 from cli.app import app
 from ledger.errors import VerificationFailed
 from unlearning import methods
-from unlearning.aggregation import Aggregator, merged_p_yes
-from unlearning.centroids import ItemCentroidPartition, target_item, version_partition
-from unlearning.config import TrainConfig
-from unlearning.engine import Engine
+from unlearning.data.movielens import Item, prompt
+from unlearning.data.records import Record, RecordStore
 from unlearning.inference import Predictor
-from unlearning.model_store import ADAPTER_FILE
-from unlearning.models import load_base
-from unlearning.movielens import Item, prompt
-from unlearning.records import Record, RecordStore
-from unlearning.training import build_version
-from unlearning.verify import aggregator_binding
+from unlearning.methods.apa.aggregation import Aggregator, merged_p_yes
+from unlearning.methods.apa.centroids import ItemCentroidPartition, target_item, version_partition
+from unlearning.operations.build import build_version
+from unlearning.registry.verify import aggregator_binding
+from unlearning.training.base_models import load_base
+from unlearning.training.config import TrainConfig
+from unlearning.training.engine import Engine
+from unlearning.versions.layout import ADAPTER_FILE
 
 CONFIG = TrainConfig(method="apa", base="tiny", shards=2, epochs=1, lr=1e-2, batch_size=4, lora_dropout=0.1, seed=2,
                      tau=10.0, neighbours=3)
@@ -172,7 +172,7 @@ def test_public_centroid_partition_and_cli(workspace, write_jsonl, tmp_path):
                                   str(catalogue), "--merge", "d", "--tau", "100", "--neighbours", "5", *tiny, "--json"])
     assert trained.exit_code == 0, trained.output
 
-    from unlearning.model_store import ModelStore
+    from unlearning.versions.store import ModelStore
 
     version = ModelStore(workspace).get("m")
     item_shards = version.meta["partition"]["item_shards"]

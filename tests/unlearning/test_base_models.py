@@ -6,8 +6,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from unlearning import models
-from unlearning.engine import collate
+from unlearning.training import base_models as models
+from unlearning.training.engine import collate
 
 
 def test_tiny_model_is_deterministic_and_maps_answers_to_single_tokens():

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from unlearning.bench_report import PLOTS
-from unlearning.bench_unlearning import METHODS, PRESETS, ROW_FIELDS, bench_records, run_unlearning_benchmark, workloads
-from unlearning.partition import Partition
+from unlearning.bench.report import PLOTS
+from unlearning.bench.unlearning import METHODS, PRESETS, ROW_FIELDS, bench_records, run_unlearning_benchmark, workloads
+from unlearning.data.partition import Partition
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ def test_cli_and_record_store_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, cli.app, unlearning.records, unlearning.model_store, unlearning.methods.sisa; "
+    code = ("import sys, cli.app, unlearning.data.records, unlearning.versions.store, unlearning.methods.sisa; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ledger.errors import BadInput
-from unlearning.checkpoint import TrainingState
-from unlearning.config import TrainConfig
-from unlearning.engine import Engine
-from unlearning.models import load_base
+from unlearning.training.base_models import load_base
+from unlearning.training.checkpoint import TrainingState
+from unlearning.training.config import TrainConfig
+from unlearning.training.engine import Engine
 
 # Dropout on and a warm-up that spans the interruption: RNG and scheduler state both matter.
 CONFIG = TrainConfig(base="tiny", lr=1e-2, batch_size=4, warmup_steps=6, lora_dropout=0.1, seed=3)

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from ledger.errors import BadInput
-from unlearning.checkpoint import TrainingState
-from unlearning.config import TrainConfig
-from unlearning.engine import Engine
-from unlearning.influence import Quadratic, SolverSettings, eager_attention, influence_update, solve_adam
-from unlearning.models import load_base
-from unlearning.records import Record
 from tests.conftest import make_records
+from unlearning.data.records import Record
+from unlearning.methods.influence.solver import Quadratic, SolverSettings, eager_attention, influence_update, solve_adam
+from unlearning.training.base_models import load_base
+from unlearning.training.checkpoint import TrainingState
+from unlearning.training.config import TrainConfig
+from unlearning.training.engine import Engine
 
 CONFIG = TrainConfig(base="tiny", lr=0.03, batch_size=4, lora_dropout=0.05, seed=3, threads=1)
 FORGET = {"user0", "user1"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from unlearning.bench_influence import corrupt, run_influence_benchmark
-from unlearning.config import TrainConfig
-from unlearning.influence import SolverSettings
 from tests.conftest import make_records
+from unlearning.bench.influence import corrupt, run_influence_benchmark
+from unlearning.methods.influence.solver import SolverSettings
+from unlearning.training.config import TrainConfig
 
 
 def test_corruption_is_deterministic_and_changes_only_what_it_names() -> None:

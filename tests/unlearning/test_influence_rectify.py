@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ledger.certificate import ComponentClaim, LedgerEvidence, ManifestRef, Predicate
 from ledger.errors import BadInput
-from unlearning.records import RecordStore
+from unlearning.data.records import RecordStore
 
 
 def test_rectify_record_replaces_the_content_under_a_fresh_commitment(workspace, records) -> None:

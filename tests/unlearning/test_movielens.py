@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearning import movielens as ml
+from unlearning.data import movielens as ml
 
 
 def write_layout(directory: Path, users: int = 3, ratings_per_user: int = 14, seed: int = 0) -> None:

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unlearning import methods
-from unlearning.config import TrainConfig
-from unlearning.partition import Partition, training_order
-from unlearning.records import StoredRecord
+from unlearning.data.partition import Partition, training_order
+from unlearning.data.records import StoredRecord
+from unlearning.training.config import TrainConfig
 
 PARTITION = Partition(b"k" * 32)
 SISA = TrainConfig(method="sisa", base="tiny", shards=3, slices=4, epochs=2)

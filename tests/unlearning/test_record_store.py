@@ -14,8 +14,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.errors import BadInput
-from unlearning.records import Provenance, Record, RecordStore, commitment
-from unlearning.secrets import subject_tag, workspace_secret
+from unlearning.data.records import Provenance, Record, RecordStore, commitment
+from unlearning.data.secrets import subject_tag, workspace_secret
 
 
 def _keys_db(workspace):

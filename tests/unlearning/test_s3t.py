@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 from cli.app import app
 from ledger.errors import BadInput
 from unlearning import methods
-from unlearning.config import TrainConfig
-from unlearning.engine import Engine
-from unlearning.layer_groups import active_weights, group_layers, layer_of, require_zero_b, trainable_layers
-from unlearning.models import load_base
-from unlearning.records import RecordStore
-from unlearning.s3t_orders import excluded_aggregation, order_state, stage_id, truncate
-from unlearning.training import build_version
+from unlearning.data.records import RecordStore
+from unlearning.methods.s3t.layer_groups import active_weights, group_layers, layer_of, require_zero_b, trainable_layers
+from unlearning.methods.s3t.orders import excluded_aggregation, order_state, stage_id, truncate
+from unlearning.operations.build import build_version
+from unlearning.training.base_models import load_base
+from unlearning.training.config import TrainConfig
+from unlearning.training.engine import Engine
 
 # The tiny base has 2 layers: 2 slices x 1 layer per group, both cyclic orders.
 CONFIG = TrainConfig(method="s3t", base="tiny", shards=1, slices=2, layers_per_group=1, budget=2, epochs=1,

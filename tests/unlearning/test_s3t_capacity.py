@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from unlearning.methods.s3t import bms_orders, cyclic_orders
-from unlearning.s3t_capacity import harmonic, simulate
+from unlearning.methods.s3t.capacity import harmonic, simulate
 
 
 def test_simulated_capacity_is_within_5_percent_of_the_formulas():

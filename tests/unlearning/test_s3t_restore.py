@@ -3,12 +3,12 @@ restore retrains only the exhausted shard while the others keep serving their va
 
 from __future__ import annotations
 
-from unlearning.bench_forget import bench_workspace
-from unlearning.config import TrainConfig
-from unlearning.forget import exclude, receive, restore
-from unlearning.records import RecordStore
-from unlearning.s3t_orders import order_state, stage_id
-from unlearning.training import train_model
+from unlearning.bench.forget import bench_workspace
+from unlearning.data.records import RecordStore
+from unlearning.methods.s3t.orders import order_state, stage_id
+from unlearning.operations.build import train_model
+from unlearning.operations.forget import exclude, receive, restore
+from unlearning.training.config import TrainConfig
 
 CONFIG = TrainConfig(method="s3t", base="tiny", shards=2, slices=2, layers_per_group=1, budget=2, epochs=1,
                      lr=1e-2, batch_size=4, seed=0, threads=1)

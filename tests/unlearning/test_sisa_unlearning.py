@@ -8,11 +8,11 @@ import torch
 
 from ledger.log import open_ledger
 from unlearning import methods
-from unlearning.config import TrainConfig
-from unlearning.engine import Engine
-from unlearning.models import load_base
-from unlearning.records import RecordStore
-from unlearning.training import build_version
+from unlearning.data.records import RecordStore
+from unlearning.operations.build import build_version
+from unlearning.training.base_models import load_base
+from unlearning.training.config import TrainConfig
+from unlearning.training.engine import Engine
 
 CONFIG = TrainConfig(method="sisa", base="tiny", shards=2, slices=3, epochs=2, lr=1e-2, batch_size=3,
                      warmup_steps=5, lora_dropout=0.1, seed=1)

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from cli.app import app
-from unlearning.records import RecordStore
+from unlearning.data.records import RecordStore
 
 runner = CliRunner()
 TINY = ["--base", "tiny", "--lr", "0.01", "--batch-size", "4", "--epochs", "2", "--seed", "5"]
@@ -65,7 +65,7 @@ def test_train_show_eval_predict_replay(workspace, records, write_jsonl):
     # After a subject of that shard is erased, the component cannot be replayed any more.
     with RecordStore.open(workspace) as store:
         manifest = next(c for c in shown["components"] if c["id"] == "shard1-slice1")
-        from unlearning.model_store import ModelStore
+        from unlearning.versions.store import ModelStore
 
         leaves = ModelStore(workspace).get("rec").component("shard1-slice1").manifest()
         victim = next(r.subject_id for r in store.records("train") if leaves.contains(r.commitment))

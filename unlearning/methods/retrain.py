@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from unlearning.config import TrainConfig
-from unlearning.methods import ComponentSpec, Plan, component_id, samples_for
-from unlearning.partition import Partition
-from unlearning.records import StoredRecord
+from unlearning.data.partition import Partition
+from unlearning.data.records import StoredRecord
+from unlearning.methods.base import ComponentSpec, Plan, component_id, samples_for
+from unlearning.training.config import TrainConfig
 
 
 def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:

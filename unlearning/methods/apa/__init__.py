@@ -1,0 +1,58 @@
+"""`apa` (Hu et al. 2024), kept exact: one LoRA adapter per shard plus an aggregator component.
+
+Shards: the keyed subject hash (default; a subject lives in one shard) or `public-centroid`
+(the k-means cluster of the record's target item in the public catalogue, see
+`unlearning.methods.apa.centroids`); never clusters fitted on user records, never capacity balancing.
+Each shard's adapter trains from the seeded init for E epochs on the shard.
+
+The aggregator (`unlearning.methods.apa.aggregation`) pools the validation subjects' records with every
+adapter's P(Yes) on them; its manifest is that pool. At inference each input gets adapter
+weights softmax(-tau * error_k) from its nearest validation neighbours and one forward pass
+with the merged adapter. Unlearning retrains the affected adapters from scratch and
+recomputes only their stored predictions; erasing a validation subject drops its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ledger.errors import BadInput
+from unlearning.data.partition import Partition, by_shard
+from unlearning.data.records import StoredRecord
+from unlearning.methods.apa.centroids import ItemCentroidPartition
+from unlearning.methods.base import ComponentSpec, Plan, component_id, samples_for
+from unlearning.training.config import TrainConfig
+
+AGGREGATOR = "aggregator"
+
+
+def _shards(config: TrainConfig, partition: Partition | ItemCentroidPartition,
+            records: Sequence[StoredRecord]) -> list[list[StoredRecord]]:
+    if config.partition == "subject":
+        return by_shard(partition, records, config.shards)
+    if not isinstance(partition, ItemCentroidPartition):
+        raise BadInput("a public-centroid plan needs the item centroids (centroids.fit or centroids.version_partition)")
+    out: list[list[StoredRecord]] = [[] for _ in range(config.shards)]
+    for record in records:
+        out[partition.shard_of(record)].append(record)
+    return out
+
+
+def plan(config: TrainConfig, partition: Partition | ItemCentroidPartition, records: Sequence[StoredRecord]) -> Plan:
+    train = [r for r in records if r.split == "train"]
+    adapters = [
+        ComponentSpec(id=component_id(shard, 0), shard=shard, slice=0, parent=None, records=tuple(shard_records),
+                      samples=samples_for(config.epochs_fraction, len(shard_records)))
+        for shard, shard_records in enumerate(_shards(config, partition, train))
+    ]
+    pool = ComponentSpec(id=AGGREGATOR, shard=None, slice=None, parent=None,
+                         records=tuple(r for r in records if r.split == "valid" and r.answer in ("Yes", "No")),
+                         samples=0, kind="aggregator")  # labelled validation samples only: errors need a label
+    centroids = {"partition": partition.to_json()} if isinstance(partition, ItemCentroidPartition) else {}
+    return Plan(
+        components=[*adapters, pool],
+        aggregate=[a.id for a in adapters if a.records],
+        rule="apa",
+        details={"aggregator": AGGREGATOR, "merge": config.merge, "tau": config.tau, "neighbours": config.neighbours},
+        **centroids,
+    )

@@ -1,0 +1,133 @@
+"""Certify a model version: write its bundle, prove what it was (not) trained on, sign, log.
+
+A version's certificate covers every erasure that applies to its model so far (carried forward
+from the parent version's certificate), so each certified version proves on its own that none
+of its components ever saw an erased record.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ledger.certificate import (
+    ENVELOPE_FILE,
+    ComponentClaim,
+    Erasure,
+    ManifestRef,
+    Predicate,
+    cite,
+    log_certificate,
+    non_membership_proofs,
+    sign_certificate,
+)
+from ledger.dsse import verify_envelope
+from ledger.keys import load_signer
+from ledger.log import Ledger, open_ledger
+from ledger.statement import parse_statement
+from ledger.workspace import Workspace
+from unlearning.versions.bundle import bundle_version, manifest_file, write_bundle
+from unlearning.versions.store import ModelVersion
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A logged erasure request: what the certificate cites."""
+
+    request_id: str
+    commitments: tuple[str, ...]  # hex
+    ledger_index: int
+
+    def to_erasure(self) -> Erasure:
+        return Erasure(requestId=self.request_id, commitments=list(self.commitments), ledgerIndex=self.ledger_index)
+
+
+def bundle_dir(ws: Workspace, name: str, version: int) -> Path:
+    return ws.artifacts / "bundles" / name / f"v{version}"
+
+
+def certified_predicate(bundle: Path, ws: Workspace) -> Predicate:
+    """The predicate of a certificate this workspace issued (signature checked with its own key)."""
+    signer = load_signer(ws, "certifier")
+    payload = verify_envelope((bundle / ENVELOPE_FILE).read_bytes(), [signer.verifier])
+    from ledger.certificate import PREDICATE_TYPE
+
+    return Predicate.model_validate(parse_statement(payload, PREDICATE_TYPE)["predicate"])
+
+
+def trained_entry(ledger: Ledger, version: ModelVersion, component_id: str) -> int:
+    """Index of the `component_trained` entry of the latest version (up to this one) that trained
+    the component; versions are linear, so that is where this version's copy came from."""
+    for number in range(version.version, 0, -1):
+        index = ledger.find(f"component_trained/{version.name}/v{number}/{component_id}")
+        if index is not None:
+            return index
+    raise LookupError(f"{version.name} v{version.version}: no component_trained entry for {component_id}")
+
+
+def _build_facts(version: ModelVersion) -> dict:
+    meta = version.meta
+    libraries = {}
+    for dist in ("erasure", "torch", "transformers", "peft", "safetensors"):
+        try:
+            libraries[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "configSha256": meta["config_sha256"],
+        "seed": meta["config"]["seed"],
+        "baseModel": meta["base"],
+        "codeVersion": libraries.get("erasure", "unknown"),
+        "libraries": libraries,
+        "environment": json.loads(json.dumps(meta.get("environment", {}), default=str), parse_float=str),
+        "python": platform.python_version(),
+    }
+
+
+def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actions: dict[str, str] | None = None,
+            resumed_from: dict[str, str | None] | None = None, removed: list[str] | None = None,
+            claim: str = "EXACT", approximation: dict | None = None) -> Path:
+    """Write, certify and log the bundle of `version`; idempotent (an existing certificate is kept).
+
+    `receipts` are the erasures handled by this version; earlier ones come from the parent's
+    certificate. `actions` maps component id -> trained|kept|retrained|deactivated (default:
+    trained for a first version, kept otherwise).
+    """
+    bundle = bundle_dir(ws, version.name, version.version)
+    if (bundle / ENVELOPE_FILE).exists():
+        return bundle
+    parent = version.meta.get("parent_version")
+    erasures = list(certified_predicate(bundle_dir(ws, version.name, parent), ws).erasures) if parent else []
+    known = {e.requestId for e in erasures}
+    erasures += [r.to_erasure() for r in receipts if r.request_id not in known]
+
+    if not bundle.exists():
+        write_bundle(version, bundle)
+    served = bundle_version(bundle)
+    manifests = {c.id: c.manifest() for c in served.components}
+    erased = [bytes.fromhex(c) for e in erasures for c in e.commitments]
+    default_action = "kept" if parent else "trained"
+    with open_ledger(ws, sign=True) as ledger:
+        claims = [
+            ComponentClaim(
+                id=c.id, shard=c.meta.get("shard"), slice=c.meta.get("slice"),
+                action=(actions or {}).get(c.id, default_action), resumedFrom=(resumed_from or {}).get(c.id),
+                manifest=ManifestRef(root=c.manifest_root.hex(), size=c.manifest_size, file=manifest_file(c.id)),
+                ledgerIndex=trained_entry(ledger, version, c.id),
+            )
+            for c in served.components
+        ]
+        cited = [e.ledgerIndex for e in erasures] + [c.ledgerIndex for c in claims]
+        checkpoint = ledger.checkpoint()
+        predicate = Predicate(
+            claim=claim, method=version.meta["method"], model=version.name, modelVersion=version.version,
+            parentVersion=parent, erasures=erasures, components=claims, removed=removed or [],
+            nonMembership=non_membership_proofs(manifests, erased), build=_build_facts(version),
+            approximation=approximation, ledger=cite(ledger, cited, checkpoint),
+        )
+        envelope = sign_certificate(bundle, predicate, load_signer(ws, "certifier"))
+        log_certificate(bundle, predicate, envelope, ledger)
+    return bundle

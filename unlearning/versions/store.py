@@ -1,0 +1,222 @@
+"""Model versions on disk (layout: `unlearning.versions.layout`).
+
+A version is built in a hidden staging directory and renamed into place when complete, so
+a reader never sees half a version. Components are data: nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import BadInput
+from ledger.manifest import Manifest
+from ledger.statement import file_sha256
+from ledger.workspace import Workspace
+from unlearning.training.config import TrainConfig
+from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE, COMPONENT_JSON, MANIFEST_FILE, MODEL_JSON
+
+if TYPE_CHECKING:
+    from unlearning.methods.apa.aggregation import Aggregator
+    from unlearning.methods.base import ComponentSpec
+    from unlearning.training.checkpoint import TrainingState
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Component:
+    path: Path
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / COMPONENT_JSON).read_text(encoding="utf-8"))
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def parent(self) -> str | None:
+        return self.meta["parent"]
+
+    @property
+    def manifest_root(self) -> bytes:
+        return bytes.fromhex(self.meta["manifest"]["root"])
+
+    @property
+    def manifest_size(self) -> int:
+        return self.meta["manifest"]["size"]
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.meta["weights_sha256"]
+
+    def manifest(self) -> Manifest:
+        return Manifest.read(self.path / MANIFEST_FILE)
+
+    def adapter(self) -> dict:
+        from unlearning.training.checkpoint import load_adapter
+
+        return load_adapter(self.path)
+
+    def training_state(self) -> "TrainingState":
+        from unlearning.training.checkpoint import TrainingState
+
+        return TrainingState.load(self.path)
+
+    def summary(self) -> dict:
+        m = self.meta
+        return {"id": m["id"], "shard": m["shard"], "slice": m["slice"], "parent": m["parent"],
+                "manifest_root": m["manifest"]["root"], "manifest_size": m["manifest"]["size"],
+                "weights_sha256": m["weights_sha256"]}
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+
+    @cached_property
+    def meta(self) -> dict:
+        return json.loads((self.path / MODEL_JSON).read_text(encoding="utf-8"))
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    @property
+    def aggregate(self) -> list[str]:
+        return self.meta["aggregation"]["components"]
+
+    @property
+    def components(self) -> list[Component]:
+        return [Component(self.path / "components" / cid) for cid in self.meta["components"]]
+
+    def component(self, component_id: str) -> Component:
+        if component_id not in self.meta["components"]:
+            raise BadInput(f"model {self.name} v{self.version} has no component {component_id!r}")
+        return Component(self.path / "components" / component_id)
+
+
+class ModelStore:
+    def __init__(self, workspace: Workspace):
+        self.root = workspace.artifacts / "models"
+
+    def _model_dir(self, name: str) -> Path:
+        if not _NAME.fullmatch(name):
+            raise BadInput(f"invalid model name {name!r}: letters, digits, '.', '_', '-' (at most 64)")
+        return self.root / name
+
+    def versions(self, name: str) -> list[int]:
+        directory = self._model_dir(name)
+        if not directory.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION_DIR.fullmatch(p.name)))
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """A version of a model (the newest by default)."""
+        versions = self.versions(name)
+        if not versions:
+            raise BadInput(f"no model named {name!r}")
+        chosen = versions[-1] if version is None else version
+        if chosen not in versions:
+            raise BadInput(f"model {name!r} has no version {chosen} (versions: {', '.join(map(str, versions))})")
+        return ModelVersion(name, chosen, self._model_dir(name) / f"v{chosen}")
+
+    def draft(self, name: str) -> "Draft":
+        """A staging directory for the next version of `name`."""
+        versions = self.versions(name)
+        return Draft(name, versions[-1] + 1 if versions else 1, self._model_dir(name))
+
+
+class Draft:
+    """A version being built; `commit` renames it into place, leaving it discards it."""
+
+    def __init__(self, name: str, version: int, model_dir: Path):
+        self.name, self.version = name, version
+        self.target = model_dir / f"v{version}"
+        self.path = model_dir / f".staging-v{version}-{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        (self.path / "components").mkdir(parents=True)
+        self._components: list[str] = []
+
+    def __enter__(self) -> "Draft":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)  # no-op after commit
+
+    def component(self, component_id: str) -> Component:
+        return Component(self.path / "components" / component_id)
+
+    def write_component(self, spec: "ComponentSpec", state: "TrainingState", lora_config: Any,
+                        environment: dict) -> Component:
+        """Save a trained component: checkpoint, adapter config, manifest, then component.json."""
+        state.save(self.path / "components" / spec.id)
+        lora_config.save_pretrained(self.path / "components" / spec.id)
+        return self._finish(spec.id, spec.commitments, ADAPTER_FILE, {
+            "kind": spec.kind, "shard": spec.shard, "slice": spec.slice, "group": spec.group, "parent": spec.parent,
+            "samples": spec.samples, "steps": state.step, "environment": environment,
+        })
+
+    def write_aggregator(self, component_id: str, aggregator: "Aggregator", environment: dict) -> Component:
+        """Save APA's aggregator (no training, e.g. after dropping erased rows): its pool file,
+        its rows as the manifest, and component.json naming the adapters of its prediction columns."""
+        aggregator.save(self.path / "components" / component_id)
+        return self._finish(component_id, aggregator.commitments, AGGREGATOR_FILE, {
+            "kind": "aggregator", "shard": None, "slice": None, "group": None, "parent": None, "samples": 0,
+            "steps": 0, "environment": environment, "adapters": [list(a) for a in aggregator.adapters],
+        })
+
+    def _finish(self, component_id: str, commitments: Iterable[bytes], main_file: str, fields: dict) -> Component:
+        """The manifest and component.json (written last: a component is complete once it exists).
+        `weights_sha256` is the digest of the component's main file (adapter or aggregator)."""
+        directory = self.path / "components" / component_id
+        manifest = Manifest.from_commitments(commitments)
+        manifest.write(directory / MANIFEST_FILE)
+        files = {p.name: file_sha256(p) for p in sorted(directory.iterdir())}
+        _write_json(directory / COMPONENT_JSON, {
+            "id": component_id, "manifest": {"root": manifest.root.hex(), "size": manifest.size},
+            "weights_sha256": files[main_file], "files": files, **fields,
+        })
+        self._components.append(component_id)
+        return self.component(component_id)
+
+    def reuse_component(self, component: Component) -> Component:
+        """Take an unchanged component from an earlier version (hard links, same bytes)."""
+        shutil.copytree(component.path, self.path / "components" / component.id, copy_function=_link_or_copy)
+        self._components.append(component.id)
+        return self.component(component.id)
+
+    def commit(self, meta: dict) -> ModelVersion:
+        _write_json(self.path / MODEL_JSON, {
+            **meta, "name": self.name, "version": self.version, "components": self._components,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+        try:
+            self.path.rename(self.target)
+        except OSError as err:
+            raise BadInput(f"model {self.name} v{self.version} was written by someone else meanwhile") from err
+        return ModelVersion(self.name, self.version, self.target)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
