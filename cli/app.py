@@ -26,6 +26,14 @@ class _ErasureGroup(TyperGroup):
         except ErasureError as err:
             typer.echo(f"erasure: error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except ModuleNotFoundError as err:
+            # A missing top-level module is an optional dependency that the auditor's base install
+            # leaves out (e.g. `verify --replay` needs torch); a missing submodule is a bug and keeps its traceback.
+            if not err.name or "." in err.name:
+                raise
+            typer.echo(f"erasure: error: this needs {err.name}, which is not installed: install erasure "
+                       "with its full extra (pip install '.[full]')", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -64,8 +64,11 @@ WORDS = ["Star", "Night", "River", "Ghost", "Summer", "Iron", "Blue", "Wild"]
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     monkeypatch.setenv("ERASURE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("ERASURE_KEY_DIR", raising=False)
-    workspace = Workspace.from_env()
-    # A fixed partition key, so which synthetic subjects are held out is the same on every run.
+    return with_fixed_partition_key(Workspace.from_env())
+
+
+def with_fixed_partition_key(workspace: Workspace) -> Workspace:
+    """A fixed partition key, so which synthetic subjects are held out is the same on every run."""
     workspace.key_dir.mkdir(parents=True)
     (workspace.key_dir / "partition.key").write_bytes(b"fixed partition key for tests..!")
     (workspace.key_dir / "partition.key").chmod(0o600)

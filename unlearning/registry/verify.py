@@ -24,6 +24,8 @@ from ledger.store import SqliteStore
 from ledger.workspace import Workspace
 from unlearning.registry.mlflow import ALIAS, RegisteredVersion, Registry, fetch, parse_target
 from unlearning.versions.bundle import bundle_version
+from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE
+from unlearning.versions.safetensors_header import read_header
 
 
 def trust_for(ws: Workspace, trust_file: Path | None) -> Trust:
@@ -62,10 +64,6 @@ def aggregator_binding(bundle: Path) -> str:
     """APA: the aggregator's prediction columns are exactly the served adapters, in order, each
     bound to the digest of the adapter file beside it (a column computed by another adapter
     would weight the mixture by someone else's validation errors)."""
-    from safetensors import safe_open
-
-    from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE
-
     version = bundle_version(bundle)
     aggregators = [c for c in version.components if c.meta["kind"] == "aggregator"]
     if len(aggregators) != 1:
@@ -73,9 +71,19 @@ def aggregator_binding(bundle: Path) -> str:
     aggregator = aggregators[0]
     served = [c for c in (version.component(cid) for cid in version.aggregate) if c.meta["kind"] == "adapter"]
     expected = [[c.id, file_sha256(c.path / ADAPTER_FILE)] for c in served]
-    with safe_open(aggregator.path / AGGREGATOR_FILE, framework="numpy") as f:
-        columns = json.loads(f.metadata()["adapters"])
-        width = f.get_slice("predictions").get_shape()[1]
+    # The file's sha256 was checked against the signed statement before this check runs, so its
+    # header is the certifier's; it is still parsed strictly, so a bad certifier gets a reason, not a traceback.
+    header = read_header(aggregator.path / AGGREGATOR_FILE)
+    try:
+        columns = json.loads(header.metadata["adapters"])
+    except (KeyError, ValueError):
+        columns = None
+    if not (isinstance(columns, list) and all(isinstance(c, list) and c for c in columns)):
+        raise VerificationFailed(f"{AGGREGATOR_FILE} does not name the adapter of each prediction column")
+    shape = header.shapes.get("predictions", ())
+    if len(shape) != 2:
+        raise VerificationFailed(f"{AGGREGATOR_FILE} has no [rows, adapters] predictions tensor")
+    width = shape[1]
     if columns != expected or aggregator.meta.get("adapters") != expected or width != len(expected):
         raise VerificationFailed(f"the aggregator's {width} prediction columns {[c[0] for c in columns]} are not "
                                  f"bound to the served adapters {[c[0] for c in expected]} and their weights")
