@@ -6,6 +6,7 @@ import typer
 
 from cli.output import print_json
 from ledger.workspace import Workspace
+from unlearning import methods
 from unlearning.versions.store import ModelStore
 
 app = typer.Typer(help="Inspect trained models and their components.", no_args_is_help=True)
@@ -18,9 +19,7 @@ def version_summary(name: str, version: int | None = None) -> dict:
         "config_sha256": v.meta["config_sha256"], "aggregate": v.aggregate,
         "components": [c.summary() for c in v.components],
     }
-    if "s3t" in v.meta["aggregation"]:  # per shard: its slice orders and their valid prefix lengths
-        summary["s3t_orders"] = v.meta["aggregation"]["s3t"]["shards"]
-    return summary
+    return {**summary, **methods.get(v.meta["method"]).describe(v)}
 
 
 def print_components(summary: dict) -> None:

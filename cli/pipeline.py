@@ -157,7 +157,7 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Where an erasure request stands: stage, timestamps, deadline, versions and certificates."""
-    from consumers.status import request_status
+    from unlearning.operations.status import request_status
 
     report = request_status(Workspace.from_env(), request_id)
     if json_out:

@@ -111,7 +111,7 @@ def train(
 
 def _register(ws: Workspace, version) -> dict | None:  # type: ignore[no-untyped-def]
     """Certify and register the new version when keys and a registry are at hand; say why not otherwise."""
-    from unlearning.operations.forget import register_trained, registry_unready
+    from unlearning.operations.publish import register_trained, registry_unready
 
     reason = registry_unready(ws)
     if reason is not None:

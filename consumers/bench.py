@@ -65,7 +65,7 @@ def _setup(ws: Workspace, name: str, epochs: float) -> dict[int, list[tuple[str,
     from unlearning.data import movielens
     from unlearning.data.records import RecordStore
     from unlearning.operations.build import train_model
-    from unlearning.operations.forget import register_trained
+    from unlearning.operations.publish import register_trained
     from unlearning.training.config import TrainConfig
 
     init_keys(ws.key_dir)

@@ -26,20 +26,10 @@ from consumers import stages
 from consumers.loop import is_transient
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import Context, Journal, finish_restore, log_restored, registered, restored_events, settle
-from ledger.errors import BadInput, ServiceError
-from ledger.log import open_ledger
+from ledger.errors import BadInput
 from producers.schemas import Job, parse
-from unlearning.operations.certify import Receipt
-from unlearning.operations.forget import affected_components, lookup_receipt, restore
-from unlearning.versions.lock import model_lock
-from unlearning.versions.store import ModelVersion
-
-
-class ExclusionPending(ServiceError):
-    """Transient: the job is retried shortly."""
-
-    retry_after_s = 1.0
+from unlearning.operations.context import Context
+from unlearning.operations.steps import restore_requests
 
 
 @dataclass
@@ -90,48 +80,13 @@ class Executor:
         model, shard = jobs[0].model, jobs[0].shard
         request_ids = list(dict.fromkeys(r for job in jobs for r in job.request_ids))
         try:
-            outcome = self._restore(model, shard, request_ids, [job.job_id for job in jobs], outbox)
+            outcome = restore_requests(self.ctx, model, [shard], request_ids, [job.job_id for job in jobs]).outcome
         except Exception as err:
             if is_transient(err):
                 raise
             outcome = f"failed: {type(err).__name__}: {err}"
             stages.fail(self.ctx.ws, request_ids, model, outcome, outbox)
-        restored_events(self.ctx, model, request_ids, outbox)
+        stages.restored_events(self.ctx.ws, model, request_ids, outbox)
         outbox.lines.extend(f"job {job.job_id} ({model}/{shard}, {len(job.request_ids)} requests): {outcome}"
                             for job in jobs)
         return outbox
-
-    def _todo(self, model: str, shard: int, request_ids: list[str]) -> list[str]:
-        with open_ledger(self.ctx.ws) as ledger:
-            return [r for r in request_ids if ledger.find(stages.restored_key(r, model, shard)) is None]
-
-    def _restore(self, model: str, shard: int, request_ids: list[str], job_ids: list[str], outbox: Outbox) -> str:
-        todo = self._todo(model, shard, request_ids)
-        if not todo:
-            return "already restored"
-        with open_ledger(self.ctx.ws) as ledger:  # an exclusion that failed for good: the retrain is the way out
-            if any(ledger.find(stages.excluded_key(r, model)) is None and ledger.find(stages.failed_key(r)) is None
-                   for r in todo):
-                raise ExclusionPending(f"{model}/{shard}: waiting for the exclusion of its requests")
-        with model_lock(self.ctx.ws, model):
-            newest = settle(self.ctx, model, outbox)
-            todo = self._todo(model, shard, request_ids)
-            if not todo:
-                return "already restored"
-            receipts = [lookup_receipt(self.ctx.ws, r) for r in todo]
-            if _serves_clean(newest, shard, receipts):
-                registry_version, sha = registered(self.ctx, newest)
-                log_restored(self.ctx, newest, registry_version, sha, {"shard": shard, "requests": todo, "jobs": job_ids})
-                return f"shard already restored in v{newest.version}"
-            intent = Journal(self.ctx.ws, model).write(newest.version, shard, todo, job_ids)
-            version = restore(self.ctx.ws, newest, receipts, shards={shard})
-            finish_restore(self.ctx, version, intent, outbox)
-            return f"restored v{version.version}"
-
-
-def _serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> bool:
-    """Does `version` serve `shard` with none of the erased records (nothing left to retrain)?"""
-    shard_of = {c.id: c.meta["shard"] for c in version.components}
-    affected = affected_components(version, receipts)
-    return (any(shard_of[c] == shard for c in version.aggregate)
-            and not any(shard_of[c] == shard for c in affected))

@@ -31,25 +31,25 @@ from consumers import stages
 from consumers.loop import Batching
 from consumers.stages import Outbox
 from consumers.topics import Topics
-from consumers.versions import Context, settle
+from ledger import entries
 from ledger.errors import BadInput
 from ledger.log import open_ledger
 from producers.schemas import ErasureRequest, Job, parse_request
 from unlearning.data.records import RecordStore
 from unlearning.data.secrets import subject_tag
 from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations import steps
 from unlearning.operations.approximate import latest_exact
-from unlearning.operations.certify import Receipt
-from unlearning.operations.forget import (
+from unlearning.operations.context import Context
+from unlearning.operations.receive import (
+    Receipt,
     Request,
-    approximate_update,
     check_trainable,
     correction,
     logged_rectification,
     receive_many,
     receive_rectification,
 )
-from unlearning.versions.lock import model_lock
 
 
 class Planner(Batching):
@@ -143,51 +143,25 @@ class Planner(Batching):
                 continue
             receipt = accepted[rid][1]
             for model in plans.get(rid, {}):
-                with model_lock(self.ctx.ws, model):
-                    settle(self.ctx, model, outbox)
-                    try:
-                        published = approximate_update(self.ctx.ws, self.ctx.registry, latest_exact(self.ctx.ws, model),
-                                                       old, new, receipt, self.solver)
-                    except BadInput as err:
-                        published, reason = None, f"no approximate update: {err}"
-                    else:
-                        reason = "APPROXIMATE influence update; the exact path follows" if published else \
-                            "no approximate update: no served adapter was trained on the records"
-                registered = published[0] if published else None
-                entry = {"request_id": rid, "model": model, "reason": reason,
-                         "registry_version": registered and registered.version,
-                         "version": registered and registered.local_version,
-                         "certificate_sha256": registered and registered.certificate_sha256}
-                with open_ledger(self.ctx.ws) as ledger:
-                    ledger.append("request_approximated", {k: v for k, v in entry.items() if v is not None},
-                                  stages.approximated_key(rid, model))
+                result = steps.approximate(self.ctx, model, receipt, old, new, self.solver)
+                registered = result.registered
                 outbox.event(rid, "approximate", model=model, version=registered and registered.version,
-                             certificate_sha256=registered and registered.certificate_sha256, reason=reason)
+                             certificate_sha256=registered and registered.certificate_sha256, reason=result.reason)
 
     def _reject(self, rejected: list, outbox: Outbox) -> None:
         if not rejected:
             return
         with open_ledger(self.ctx.ws) as ledger:
-            ledger.append_many([("request_rejected", {
-                "request_id": rid, "reason": reason,
-                "kafka": {"topic": m.topic, "partition": m.partition, "offset": m.offset},  # type: ignore[attr-defined]
-            }, stages.rejected_key(rid)) for rid, reason, m in rejected])
+            ledger.append_many([entries.request_rejected(
+                rid, reason, {"topic": m.topic, "partition": m.partition, "offset": m.offset},  # type: ignore[attr-defined]
+            ) for rid, reason, m in rejected])
         for rid, reason, _ in rejected:
             outbox.event(rid, "rejected", reason=reason)
 
     def _plan(self, accepted: dict, models: list[str], outbox: Outbox) -> dict[str, dict[str, list[int]]]:
         """Per request: model -> the shards that trained on its records; logged, and events."""
-        plans = {}
-        with RecordStore.open(self.ctx.ws) as store:
-            for rid, (req, receipt) in accepted.items():
-                rows = store.provenance(bytes.fromhex(c) for c in receipt.commitments)
-                scope = [req.model] if req.model else models
-                # shard -1: a component without shard (APA's aggregator); every restore rebuilds those
-                shards = {m: sorted({p.shard for p in rows if p.model == m and p.shard >= 0}) for m in scope}
-                plans[rid] = {m: s for m, s in shards.items() if s}
-        with open_ledger(self.ctx.ws) as ledger:
-            ledger.append_many([("request_planned", {"request_id": rid, "models": plan}, stages.planned_key(rid))
-                                for rid, plan in plans.items()])
+        plans = steps.plan(self.ctx, [(rid, [req.model] if req.model else models, receipt)
+                                      for rid, (req, receipt) in accepted.items()])
         for rid, (req, receipt) in accepted.items():
             timing = _timing(req)
             outbox.event(rid, "received", **timing)
@@ -207,7 +181,7 @@ class Planner(Batching):
                     wanted.setdefault((model, shard), []).append(rid)
         with open_ledger(self.ctx.ws) as ledger:
             for (model, shard), rids in sorted(wanted.items()):
-                rids = [r for r in rids if ledger.find(stages.restored_key(r, model, shard)) is None]
+                rids = [r for r in rids if ledger.find(entries.restored_key(r, model, shard)) is None]
                 if rids:
                     job_id = hashlib.sha256(repr((model, shard, sorted(rids))).encode()).hexdigest()[:24]
                     job = Job(job_id=job_id, model=model, shard=shard, request_ids=rids)

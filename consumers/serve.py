@@ -18,10 +18,10 @@ from consumers.executor import Executor
 from consumers.loop import ConsumerLoop
 from consumers.planner import Planner
 from consumers.topics import Topics, ensure_topics
-from consumers.versions import Context
 from ledger.errors import ServiceError
 from ledger.workspace import Workspace
 from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.context import Context
 
 ROLES = ("planner", "executor", "all")
 SESSION_TIMEOUT_MS = 10_000  # a killed member's partitions move on after this

@@ -1,31 +1,22 @@
-"""Where a request stands: ledger entries (durable; `erasure status` reads them) and the
-matching outcome events (for data platforms).
+"""Outcome events of a request's stages, for data platforms.
 
-Each stage of a request is one ledger entry under a natural key, so a redelivered message logs
-nothing twice. Events are at-least-once: they go out in the Kafka transaction that commits the
-offsets, after the entries are durable, and a redelivery sends them again.
-
-| stage    | entry type         | natural key                          |
-|----------|--------------------|--------------------------------------|
-| received | request_received   | request/ID (logged by `receive_many`)|
-| rejected | request_rejected   | rejected/ID                          |
-| planned  | request_planned    | planned/ID                           |
-| certified exclusion | request_excluded | excluded/ID/MODEL             |
-| (no exclusion possible) | exclusion_deferred | excluded/ID/MODEL         |
-| restored | request_restored   | restored/ID/MODEL/SHARD              |
-| failed   | request_failed     | failed/ID                            |
+Each stage of a request is one ledger entry under a natural key (`ledger.entries`), logged by
+the operation that does the stage (`unlearning.operations`), so a redelivered message logs
+nothing twice. Events are at-least-once: they are read back from those entries and go out in
+the Kafka transaction that commits the offsets, after the entries are durable, and a
+redelivery sends them again.
 
 A message without a usable request id is named by its Kafka coordinates (`kafka:TOPIC/P/OFFSET`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from consumers.topics import Topics
+from ledger import entries
 from ledger.errors import BadInput
 from ledger.log import Ledger, open_ledger
 from ledger.workspace import Workspace
@@ -34,54 +25,20 @@ from producers.schemas import Job, OutcomeEvent, Status, parse
 log = logging.getLogger("erasure.serve")
 
 
-def received_key(request_id: str) -> str:
-    return f"request/{request_id}"
-
-
-def rejected_key(request_id: str) -> str:
-    return f"rejected/{request_id}"
-
-
-def planned_key(request_id: str) -> str:
-    return f"planned/{request_id}"
-
-
-def approximated_key(request_id: str, model: str) -> str:
-    return f"approximated/{request_id}/{model}"
-
-
-def excluded_key(request_id: str, model: str) -> str:
-    return f"excluded/{request_id}/{model}"
-
-
-def restored_key(request_id: str, model: str, shard: int) -> str:
-    return f"restored/{request_id}/{model}/{shard}"
-
-
-def failed_key(request_id: str) -> str:
-    return f"failed/{request_id}"
-
-
 def coordinates_id(topic: str, partition: int, offset: int) -> str:
     return f"kafka:{topic}/{partition}/{offset}"
 
 
-def read(ledger: Ledger, key: str) -> dict | None:
-    """The entry logged under `key` (with its `at`), or None."""
-    index = ledger.find(key)
-    return None if index is None else {**json.loads(ledger.entry(index)), "index": index}
-
-
 def timing(ledger: Ledger, request_id: str) -> dict:
     """requested_at and deadline of a received request, for its events."""
-    received = read(ledger, received_key(request_id))
+    received = entries.read(ledger, entries.received_key(request_id))
     source = received["source"] if received else {}
     return {"requested_at": source.get("requested_at"), "deadline": source.get("deadline")}
 
 
 def planned_shards(ledger: Ledger, request_id: str) -> dict[str, list[int]]:
     """model -> shards that held the request's records, as planned."""
-    planned = read(ledger, planned_key(request_id))
+    planned = entries.read(ledger, entries.planned_key(request_id))
     return planned["models"] if planned else {}
 
 
@@ -117,8 +74,7 @@ class Outbox:
 def fail(ws: Workspace, request_ids: list[str], model: str, reason: str, outbox: Outbox) -> None:
     """Log and announce requests whose work hit a permanent error (transient ones are retried)."""
     with open_ledger(ws) as ledger:
-        ledger.append_many([("request_failed", {"request_id": r, "model": model, "reason": reason},
-                             failed_key(r)) for r in request_ids])
+        ledger.append_many([entries.request_failed(r, model, reason) for r in request_ids])
     for r in request_ids:
         outbox.event(r, "failed", model=model, reason=reason)
 
@@ -132,3 +88,38 @@ def parse_jobs(records: list) -> list[Job]:
         except BadInput as err:
             log.error("skipping malformed job at %s/%d/%d: %s", record.topic, record.partition, record.offset, err)
     return jobs  # type: ignore[return-value]
+
+
+def excluded_events(ws: Workspace, name: str, request_ids: list[str], outbox: Outbox) -> None:
+    """Per request with an exclusion outcome for `name`, from the ledger (so a redelivered message
+    sends them again): `excluded` (version built) and `certified` (registered, aliased), or a
+    `planned` event saying why there is no exclusion."""
+    with open_ledger(ws) as ledger:
+        built: dict[int, dict | None] = {}
+        for r in request_ids:
+            entry = entries.read(ledger, entries.excluded_key(r, name))
+            if entry is None:
+                continue
+            times = timing(ledger, r)
+            if entry["type"] == "exclusion_deferred":
+                outbox.event(r, "planned", model=name, reason=entry["reason"], **times)
+                continue
+            version = entry["version"]
+            if version not in built:
+                built[version] = entries.read(ledger, entries.version_built_key(name, version))
+            common = {"model": name, "version": entry["registry_version"], **times}
+            outbox.event(r, "excluded", at=built[version]["at"] if built[version] else None, **common)
+            outbox.event(r, "certified", at=entry["at"], certificate_sha256=entry["certificate_sha256"], **common)
+
+
+def restored_events(ws: Workspace, name: str, request_ids: list[str], outbox: Outbox) -> None:
+    """A `restored` event for each request whose every planned shard of `name` is restored."""
+    with open_ledger(ws) as ledger:
+        for r in request_ids:
+            shards = planned_shards(ledger, r).get(name, [])
+            restored = [entries.read(ledger, entries.restored_key(r, name, s)) for s in shards]
+            if not shards or any(e is None for e in restored):
+                continue
+            last = max(restored, key=lambda e: e["index"])  # type: ignore[arg-type, return-value]
+            outbox.event(r, "restored", at=last["at"], model=name, version=last["registry_version"], shards=shards,
+                         certificate_sha256=last["certificate_sha256"], **timing(ledger, r))

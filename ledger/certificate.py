@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ledger.canonical import canonical_json, parse_canonical
 from ledger.dsse import sign_envelope, verify_envelope
+from ledger.entries import certificate_issued
 from ledger.errors import BadInput, VerificationFailed
 from ledger.keys import Trust
 from ledger.manifest import Manifest, verify_leaves_file, verify_non_membership
@@ -159,9 +160,8 @@ def log_certificate(bundle: Path, predicate: Predicate, envelope: bytes, ledger:
     `ledger` is a `ledger.log.Ledger` that can sign checkpoints. Returns the entry's index.
     """
     sha = hashlib.sha256(envelope).hexdigest()
-    data = {"model": predicate.model, "version": predicate.modelVersion, "claim": predicate.claim,
-            "envelope_sha256": sha, "predicate_type": PREDICATE_TYPE}
-    index = ledger.append("certificate_issued", data, natural_key=f"certificate/{sha}")
+    index = ledger.append_many([certificate_issued(predicate.model, predicate.modelVersion, predicate.claim,
+                                                           sha, PREDICATE_TYPE)])[0]
     note = ledger.checkpoint()
     size = parse_checkpoint(parse_note(note).text).size
     text = format_tlog_proof(index, ledger.inclusion_proof(index, size), note, extra=ledger.entry(index))

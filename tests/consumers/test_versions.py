@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.versions import Journal
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
-from unlearning.operations.forget import forget
+from unlearning.operations import steps
+from unlearning.operations.context import Context
+from unlearning.operations.restore import Journal
 from unlearning.versions.lock import model_lock
 
 
@@ -60,15 +61,16 @@ def test_a_waiting_exclusion_goes_before_a_later_retrain(tmp_path: Path) -> None
 def test_journal_roundtrip(tmp_path: Path) -> None:
     journal = Journal(Workspace(tmp_path), "m")
     assert journal.read() is None
-    intent = journal.write(3, 1, ["r1", "r2"], ["j1"])
-    assert journal.read() == intent == {"base": 3, "shard": 1, "requests": ["r1", "r2"], "jobs": ["j1"]}
+    intent = journal.write(3, [1, 2], ["r1", "r2"], ["j1"])
+    assert journal.read() == intent == {"base": 3, "shards": [1, 2], "requests": ["r1", "r2"], "jobs": ["j1"]}
     journal.clear()
     assert journal.read() is None
 
 
-def test_cli_forget_waits_for_the_pipelines_lock(tmp_path: Path) -> None:
-    """`erasure forget` makes versions too: it takes the same lock, so it never interleaves with
-    a pipeline retrain of the model (here it only gets as far as finding no model, after the lock)."""
+def test_cli_steps_wait_for_the_pipelines_lock(tmp_path: Path) -> None:
+    """`erasure forget` makes versions through the pipeline's own steps, which take the same lock,
+    so it never interleaves with a pipeline retrain of the model (here its first step gets only
+    as far as finding no model, after the lock)."""
     ws = Workspace(tmp_path)
     log: list[str] = []
     holder = _holder(ws, False, log, "pipeline", 0.5)
@@ -77,7 +79,7 @@ def test_cli_forget_waits_for_the_pipelines_lock(tmp_path: Path) -> None:
 
     def run() -> None:
         with pytest.raises(BadInput, match="no model"):
-            forget(ws, "m", "subject-1")
+            steps.settle_model(Context(ws), "m")
         outcome.append("forget done" if "pipeline out" in log else "forget ran inside the pipeline's lock")
 
     cli = threading.Thread(target=run)

@@ -22,7 +22,10 @@ from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.approximate import influence_version, latest_exact
 from unlearning.operations.build import replay_component
 from unlearning.operations.certify import bundle_dir, certified_predicate
-from unlearning.operations.forget import exclude, publish, purge, receive
+from unlearning.operations.exclude import exclude
+from unlearning.operations.publish import publish
+from unlearning.operations.purge import purge
+from unlearning.operations.receive import receive
 from unlearning.registry.mlflow import Registry
 from unlearning.versions.store import ModelStore
 
@@ -47,7 +50,7 @@ def trained(workspace: Workspace, records, write_jsonl, mlflow_uri: str, monkeyp
     name = f"approx-{uuid.uuid4().hex[:8]}"
     result = run("train", name, "--method", "sisa", "--shards", "2", "--slices", "2", *TINY)
     assert result.exit_code == 0, result.output
-    from unlearning.operations.forget import register_trained
+    from unlearning.operations.publish import register_trained
 
     register_trained(workspace, ModelStore(workspace).get(name, 1))
     return name

@@ -32,7 +32,7 @@ from tests.conftest import make_records
 from unlearning.data.records import RecordStore
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.certify import bundle_dir, certified_predicate
-from unlearning.operations.forget import register_trained
+from unlearning.operations.publish import register_trained
 from unlearning.registry.mlflow import Registry
 from unlearning.versions.store import ModelStore
 
@@ -213,6 +213,29 @@ def test_request_is_excluded_then_restored(model, serving, topics: Topics, event
     human = runner.invoke(app, ["status", req.request_id])
     assert human.exit_code == 0 and "restored" in human.stdout and subject not in human.stdout
     assert runner.invoke(app, ["status", "no-such-request"]).exit_code == 2
+
+    # the same model, another shard, through `erasure forget`: the same stages with the same
+    # entries, naming the versions and certificates the command made
+    other = victims(ws, name, 2)[0]
+    forgot = runner.invoke(app, ["forget", name, "--subject", other, "--json"])
+    assert forgot.exit_code == 0, forgot.output
+    out = json.loads(forgot.stdout)
+    cli = json.loads(runner.invoke(app, ["status", out["request_id"], "--json"]).stdout)
+    assert cli["stage"] == "restored" and set(cli) == set(report)
+    assert cli["stages"]["received"] <= cli["stages"]["planned"]
+    cli_info = cli["models"][name]
+    assert cli_info["shards"] == [2] and set(cli_info) == set(info)
+    assert cli_info["excluded"]["version"] == out["excluded_version"]
+    assert cli_info["restored"]["2"]["version"] == out["restored_version"]
+    assert cli_info["restored"]["2"]["executor"] == "cli"
+    assert cli["stages"]["planned"] <= cli_info["excluded"]["certified_at"] <= cli_info["restored"]["2"]["at"]
+    for stage in (cli_info["excluded"], cli_info["restored"]["2"]):
+        registered = registry.get(name, stage["version"])
+        assert stage["certificate_sha256"] == registered.certificate_sha256
+        predicate = certified_predicate(bundle_dir(ws, name, stage["local_version"]), ws)
+        assert out["request_id"] in {e.requestId for e in predicate.erasures}
+    assert runner.invoke(app, ["forget", name, "--subject", other, "--json"]).exit_code == 0  # a repeat: no new stage
+    assert json.loads(runner.invoke(app, ["status", out["request_id"], "--json"]).stdout) == cli
 
 
 def test_rectification_with_an_approximate_update_first(model, serving, topics: Topics, events: Events,

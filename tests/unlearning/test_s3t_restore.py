@@ -7,7 +7,9 @@ from unlearning.bench.forget import bench_workspace
 from unlearning.data.records import RecordStore
 from unlearning.methods.s3t.orders import order_state, stage_id
 from unlearning.operations.build import train_model
-from unlearning.operations.forget import exclude, receive, restore
+from unlearning.operations.exclude import exclude
+from unlearning.operations.receive import receive
+from unlearning.operations.restore import restore
 from unlearning.training.config import TrainConfig
 
 CONFIG = TrainConfig(method="s3t", base="tiny", shards=2, slices=2, layers_per_group=1, budget=2, epochs=1,

@@ -61,7 +61,8 @@ def _victim(ws: Workspace) -> str:
 def run_forget_benchmark(methods: Sequence[str], configs: dict[str, TrainConfig], records: Sequence[Record],
                          workdir: Path | None = None) -> dict:
     from unlearning.operations.build import train_model
-    from unlearning.operations.forget import forget, register_trained
+    from unlearning.operations.forget import forget
+    from unlearning.operations.publish import register_trained
     from unlearning.versions.store import ModelStore
 
     rows = []

@@ -54,7 +54,10 @@ from unlearning.data import movielens
 from unlearning.data.partition import Partition, training_order
 from unlearning.data.records import Record, RecordStore
 from unlearning.methods.influence.solver import SolverSettings
-from unlearning.operations.forget import Request, affected_components, exclude, receive_many, restore
+from unlearning.operations.affected import affected_components
+from unlearning.operations.exclude import exclude
+from unlearning.operations.receive import Request, receive_many
+from unlearning.operations.restore import restore
 from unlearning.training.config import TrainConfig
 from unlearning.versions.store import ModelStore, ModelVersion
 

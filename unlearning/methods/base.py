@@ -1,4 +1,4 @@
-"""Training methods as plans: which components exist, what each one trains on, and for how long.
+"""Plans: which components exist, what each one trains on, and for how long.
 
 A plan is pure data computed from the configuration, the partition and the records, so the
 same function drives training, replay and unlearning (re-plan on the retained records; every

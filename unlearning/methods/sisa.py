@@ -14,6 +14,7 @@ from fractions import Fraction
 from unlearning.data.partition import Partition, by_shard
 from unlearning.data.records import StoredRecord
 from unlearning.methods.base import ComponentSpec, Plan, component_id, samples_for
+from unlearning.methods.interface import MeanOfAdapters
 from unlearning.training.config import TrainConfig
 
 
@@ -21,7 +22,8 @@ def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredReco
     stage_epochs = 2 * config.epochs_fraction / Fraction(config.slices + 1)
     components: list[ComponentSpec] = []
     aggregate: list[str] = []
-    for shard, shard_records in enumerate(by_shard(partition, records, config.shards)):
+    train = [r for r in records if r.split == "train"]
+    for shard, shard_records in enumerate(by_shard(partition, train, config.shards)):
         slice_of = {r.record_id: partition.slice(r.record_id, config.slices) for r in shard_records}
         parent = None
         for stage in range(config.slices):
@@ -35,3 +37,8 @@ def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredReco
         if shard_records:
             aggregate.append(parent)
     return Plan(components=components, aggregate=aggregate)
+
+
+class Sisa(MeanOfAdapters):
+    name = "sisa"
+    plan = staticmethod(plan)

@@ -25,17 +25,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ledger import entries
 from ledger.errors import BadInput
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
+from unlearning import methods
 from unlearning.data.records import Record, RecordStore, StoredRecord
 from unlearning.methods.base import ComponentSpec
 from unlearning.methods.influence.solver import Solution, SolverSettings, influence_update
-from unlearning.operations.certify import Receipt
+from unlearning.operations.receive import Receipt
 from unlearning.training.engine import environment
 from unlearning.versions.store import Component, ModelStore, ModelVersion
 
-SUPPORTED_METHODS = ("retrain", "sisa")
 INFLUENCE_UPDATE = "influence_update"
 NOT_GUARANTEED = (
     "The weights are not shown to be free of the old records' influence: they are an adapter trained on "
@@ -48,8 +49,9 @@ NOT_GUARANTEED = (
 def check_supported(version: ModelVersion) -> None:
     """BadInput unless the approximate path can update this version (before any effect)."""
     method = version.meta["method"]
-    if method not in SUPPORTED_METHODS:
-        raise BadInput(f"approximate updates support {' and '.join(SUPPORTED_METHODS)} models; "
+    if not methods.get(method).supports_influence:
+        supported = " and ".join(m.name for m in methods.METHODS.values() if m.supports_influence)
+        raise BadInput(f"approximate updates support {supported} models; "
                        f"{version.name} is {method}: run the exact path alone (drop --approximate)")
 
 
@@ -161,22 +163,13 @@ def _log(ws: Workspace, parent: ModelVersion, version: ModelVersion, updated: li
          receipts: list[Receipt]) -> None:
     """`component_trained` entries of kind influence_update (so certificates cite them), then
     `version_built` of that kind."""
-    key = f"{version.name}/v{version.version}"
     requests = [r.request_id for r in receipts]
-    entries = []
-    for cid in updated:
-        c = version.component(cid)
-        entries.append(("component_trained", {
-            "model": version.name, "version": version.version, "component": cid, "kind": INFLUENCE_UPDATE,
-            "shard": c.meta["shard"], "slice": c.meta["slice"], "parent": c.parent,
-            "manifest_root": c.meta["manifest"]["root"], "manifest_size": c.manifest_size,
-            "weights_sha256": c.weights_sha256, "from_weights_sha256": parent.component(cid).weights_sha256,
-            "config_sha256": version.meta["config_sha256"], "requests": requests,
-        }, f"component_trained/{key}/{cid}"))
-    entries.append(("version_built", {
-        "model": version.name, "version": version.version, "kind": INFLUENCE_UPDATE,
-        "parent_version": parent.version, "updated": updated, "removed": version.meta["operation"]["removed"],
-        "aggregate": version.aggregate, "requests": requests,
-    }, f"version_built/{key}"))
+    logged = [entries.component_trained(
+        version.name, version.version, cid, c.meta["shard"], c.meta["slice"], c.parent, c.meta["manifest"]["root"],
+        c.manifest_size, c.weights_sha256, version.meta["config_sha256"], kind=INFLUENCE_UPDATE,
+        from_weights_sha256=parent.component(cid).weights_sha256, requests=requests,
+    ) for cid, c in ((cid, version.component(cid)) for cid in updated)]
+    logged.append(entries.version_approximated(version.name, version.version, INFLUENCE_UPDATE, parent.version, updated,
+                                               version.meta["operation"]["removed"], version.aggregate, requests))
     with open_ledger(ws) as ledger:
-        ledger.append_many(entries)
+        ledger.append_many(logged)

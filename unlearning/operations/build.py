@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from ledger import entries
 from ledger.errors import BadInput, VerificationFailed
 from ledger.log import open_ledger
 from ledger.manifest import Manifest
@@ -163,24 +164,16 @@ def _stored_position(position: int | None) -> int:
 
 def _log(workspace: Workspace, version: ModelVersion, trained: list[str]) -> None:
     """Ledger entries: `component_trained` per newly trained component, then `version_built`."""
-    key = f"{version.name}/v{version.version}"
-    trained_components = [version.component(cid) for cid in trained]
-    entries = [("component_trained", {
-        "model": version.name, "version": version.version, "component": c.id, "shard": c.meta["shard"],
-        "slice": c.meta["slice"], "parent": c.parent, "manifest_root": c.meta["manifest"]["root"],
-        "manifest_size": c.manifest_size, "weights_sha256": c.weights_sha256,
-        "config_sha256": version.meta["config_sha256"],
-    }, f"component_trained/{key}/{c.id}") for c in trained_components]
-    entries.append(("version_built", {
-        "model": version.name, "version": version.version, "method": version.meta["method"],
-        "config_sha256": version.meta["config_sha256"],
-        "base_weights_sha256": version.meta["base"]["weights_sha256"],
-        "aggregate": version.aggregate,
-        "components": [{"id": c.id, "manifest_root": c.meta["manifest"]["root"], "weights_sha256": c.weights_sha256}
-                       for c in version.components],
-    }, f"version_built/{key}"))
+    logged = [entries.component_trained(
+        version.name, version.version, c.id, c.meta["shard"], c.meta["slice"], c.parent, c.meta["manifest"]["root"],
+        c.manifest_size, c.weights_sha256, version.meta["config_sha256"]) for c in map(version.component, trained)]
+    logged.append(entries.version_trained(
+        version.name, version.version, version.meta["method"], version.meta["config_sha256"],
+        version.meta["base"]["weights_sha256"], version.aggregate,
+        [{"id": c.id, "manifest_root": c.meta["manifest"]["root"], "weights_sha256": c.weights_sha256}
+         for c in version.components]))
     with open_ledger(workspace) as ledger:
-        ledger.append_many(entries)
+        ledger.append_many(logged)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ledger import entries
 from ledger.certificate import (
     ENVELOPE_FILE,
     ComponentClaim,
-    Erasure,
     ManifestRef,
     Predicate,
     cite,
@@ -29,20 +28,9 @@ from ledger.keys import load_signer
 from ledger.log import Ledger, open_ledger
 from ledger.statement import parse_statement
 from ledger.workspace import Workspace
+from unlearning.operations.receive import Receipt
 from unlearning.versions.bundle import bundle_version, manifest_file, write_bundle
 from unlearning.versions.store import ModelVersion
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A logged erasure request: what the certificate cites."""
-
-    request_id: str
-    commitments: tuple[str, ...]  # hex
-    ledger_index: int
-
-    def to_erasure(self) -> Erasure:
-        return Erasure(requestId=self.request_id, commitments=list(self.commitments), ledgerIndex=self.ledger_index)
 
 
 def bundle_dir(ws: Workspace, name: str, version: int) -> Path:
@@ -62,7 +50,7 @@ def trained_entry(ledger: Ledger, version: ModelVersion, component_id: str) -> i
     """Index of the `component_trained` entry of the latest version (up to this one) that trained
     the component; versions are linear, so that is where this version's copy came from."""
     for number in range(version.version, 0, -1):
-        index = ledger.find(f"component_trained/{version.name}/v{number}/{component_id}")
+        index = ledger.find(entries.component_trained_key(version.name, number, component_id))
         if index is not None:
             return index
     raise LookupError(f"{version.name} v{version.version}: no component_trained entry for {component_id}")

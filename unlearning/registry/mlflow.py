@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledger import entries
 from ledger.certificate import ENVELOPE_FILE, Predicate
 from ledger.errors import BadInput, ServiceError
 from ledger.log import open_ledger
@@ -149,9 +150,8 @@ class Registry:
                         run_id=run.info.run_id, tags={STATUS: "pending", CERT_SHA: sha, CERT_INDEX: str(certificate_index),
                                                       LOCAL_VERSION: str(predicate.modelVersion), CLAIM: predicate.claim})
         with open_ledger(ws) as ledger:
-            ledger.append("model_registered", {"model": name, "version": predicate.modelVersion,
-                                               "registry_version": int(mv.version), "run_id": run.info.run_id,
-                                               "envelope_sha256": sha}, natural_key=f"model_registered/{name}/{sha}")
+            ledger.append_many([entries.model_registered(name, predicate.modelVersion, int(mv.version), run.info.run_id,
+                                                         sha)])
         return self.get(name, int(mv.version))
 
     def _safe_versions(self, name: str) -> list[RegisteredVersion]:
@@ -185,11 +185,8 @@ class Registry:
         if previous is not None and previous.version != registered.version:
             self.set_status(previous, "superseded")
         with open_ledger(ws) as ledger:
-            ledger.append("alias_moved", {"model": registered.name, "alias": alias,
-                                          "from_version": previous.version if previous else None,
-                                          "to_version": registered.version,
-                                          "envelope_sha256": registered.certificate_sha256},
-                          natural_key=f"alias_moved/{registered.name}/{alias}/{registered.version}")
+            ledger.append_many([entries.alias_moved(registered.name, alias, previous.version if previous else None,
+                                                    registered.version, registered.certificate_sha256)])
 
     def purge(self, ws: Workspace, registered: RegisteredVersion, request_ids: list[str]) -> None:
         """Delete a version holding erased data: aliases, run artifacts, the version; keep a tombstone."""
@@ -203,10 +200,9 @@ class Registry:
             self._call("artifact deletion", repo.delete_artifacts, "bundle")
         self._call("version deletion", self.client.delete_model_version, registered.name, str(registered.version))
         with open_ledger(ws) as ledger:
-            ledger.append("version_purged", {"model": registered.name, "registry_version": registered.version,
-                                             "version": registered.local_version, "request_ids": request_ids,
-                                             "envelope_sha256": registered.certificate_sha256},
-                          natural_key=f"version_purged/{registered.name}/registry/{registered.version}")
+            ledger.append_many([entries.registered_version_purged(registered.name, registered.version,
+                                                                  registered.local_version, request_ids,
+                                                                  registered.certificate_sha256)])
 
 
 def fetch(registry: Registry, registered: RegisteredVersion) -> tempfile.TemporaryDirectory:

@@ -19,13 +19,11 @@ from ledger.certificate import Verification, verify_certificate
 from ledger.errors import BadInput, VerificationFailed
 from ledger.keys import Trust, build_trust, read_trust
 from ledger.log import Ledger
-from ledger.statement import file_sha256
 from ledger.store import SqliteStore
 from ledger.workspace import Workspace
+from unlearning import methods
 from unlearning.registry.mlflow import ALIAS, RegisteredVersion, Registry, fetch, parse_target
 from unlearning.versions.bundle import bundle_version
-from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE
-from unlearning.versions.safetensors_header import read_header
 
 
 def trust_for(ws: Workspace, trust_file: Path | None) -> Trust:
@@ -60,36 +58,6 @@ def _holding(bundle: Path, erased: dict[str, str]) -> str | None:
     return None
 
 
-def aggregator_binding(bundle: Path) -> str:
-    """APA: the aggregator's prediction columns are exactly the served adapters, in order, each
-    bound to the digest of the adapter file beside it (a column computed by another adapter
-    would weight the mixture by someone else's validation errors)."""
-    version = bundle_version(bundle)
-    aggregators = [c for c in version.components if c.meta["kind"] == "aggregator"]
-    if len(aggregators) != 1:
-        raise VerificationFailed(f"an APA version needs exactly one aggregator component, found {len(aggregators)}")
-    aggregator = aggregators[0]
-    served = [c for c in (version.component(cid) for cid in version.aggregate) if c.meta["kind"] == "adapter"]
-    expected = [[c.id, file_sha256(c.path / ADAPTER_FILE)] for c in served]
-    # The file's sha256 was checked against the signed statement before this check runs, so its
-    # header is the certifier's; it is still parsed strictly, so a bad certifier gets a reason, not a traceback.
-    header = read_header(aggregator.path / AGGREGATOR_FILE)
-    try:
-        columns = json.loads(header.metadata["adapters"])
-    except (KeyError, ValueError):
-        columns = None
-    if not (isinstance(columns, list) and all(isinstance(c, list) and c for c in columns)):
-        raise VerificationFailed(f"{AGGREGATOR_FILE} does not name the adapter of each prediction column")
-    shape = header.shapes.get("predictions", ())
-    if len(shape) != 2:
-        raise VerificationFailed(f"{AGGREGATOR_FILE} has no [rows, adapters] predictions tensor")
-    width = shape[1]
-    if columns != expected or aggregator.meta.get("adapters") != expected or width != len(expected):
-        raise VerificationFailed(f"the aggregator's {width} prediction columns {[c[0] for c in columns]} are not "
-                                 f"bound to the served adapters {[c[0] for c in expected]} and their weights")
-    return f"{len(expected)} prediction columns bound to the served adapters' weights"
-
-
 def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | None = None,
                   replay: int = 0) -> Verification:
     origin = trust.role("ledger").origin
@@ -98,9 +66,10 @@ def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | N
         v = verify_certificate(bundle, trust, log)
         if not v.verified:
             return v
-        if bundle_version(bundle).meta["aggregation"]["rule"] == "apa" and not v.run(
-                "aggregator binding", lambda: aggregator_binding(bundle)):
-            return v
+        served = bundle_version(bundle)
+        for check, step in methods.get(served.meta["method"]).checks(served):  # e.g. APA's aggregator binding
+            if not v.run(check, step):
+                return v
         if log is None:
             v.run("ledger consistency", _failing(f"no ledger at {ws.ledger_db} to check consistency against"))
             return v

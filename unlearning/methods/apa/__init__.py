@@ -15,13 +15,19 @@ recomputes only their stored predictions; erasing a validation subject drops its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ledger.errors import BadInput
 from unlearning.data.partition import Partition, by_shard
 from unlearning.data.records import StoredRecord
 from unlearning.methods.apa.centroids import ItemCentroidPartition
 from unlearning.methods.base import ComponentSpec, Plan, component_id, samples_for
+from unlearning.methods.interface import Check, Exclusion, MeanOfAdapters, Scorer
 from unlearning.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from unlearning.training.engine import Engine
+    from unlearning.versions.store import ModelVersion
 
 AGGREGATOR = "aggregator"
 
@@ -56,3 +62,49 @@ def plan(config: TrainConfig, partition: Partition | ItemCentroidPartition, reco
         details={"aggregator": AGGREGATOR, "merge": config.merge, "tau": config.tau, "neighbours": config.neighbours},
         **centroids,
     )
+
+
+class Apa(MeanOfAdapters):
+    """Served: one pass with the adapters merged per input by the aggregator's weights. An
+    exclusion drops the affected adapters and rewrites the aggregator without their prediction
+    columns and without erased validation rows."""
+
+    name = "apa"
+    supports_influence = False  # the aggregator stores predictions of exactly its adapters
+    plan = staticmethod(plan)
+
+    def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
+        from unlearning.methods.apa.aggregation import Aggregator
+
+        aggregation = version.meta["aggregation"]
+        pool_id = aggregation["aggregator"]
+        aggregator = (Aggregator.load(version.component(pool_id).path).without_records(erased)
+                      .without_adapters(affected - {pool_id}))
+        kept = [c.id for c in version.components if c.id not in affected and c.id != pool_id]
+        return Exclusion(kept, {**aggregation, "components": [c for c in version.aggregate if c not in affected]},
+                         (pool_id, aggregator))
+
+    def scorer(self, version: "ModelVersion", engine: "Engine") -> Scorer:
+        from unlearning.methods.apa.aggregation import Aggregator, merged_p_yes
+        from unlearning.training.embeddings import embed
+
+        settings = version.meta["aggregation"]
+        aggregator = Aggregator.load(version.component(settings["aggregator"]).path)
+        expected = tuple((cid, version.component(cid).weights_sha256) for cid in version.aggregate)
+        if aggregator.adapters != expected:
+            from ledger.errors import VerificationFailed
+
+            raise VerificationFailed(f"model {version.name} v{version.version}: the aggregator's predictions "
+                                     "are not those of the version's adapters")
+        adapters = [version.component(cid).adapter() for cid in version.aggregate]
+
+        def p_yes(ids: list[list[int]], progress) -> list[float]:  # type: ignore[no-untyped-def]
+            weights = aggregator.adapter_weights(embed(engine, ids), settings["tau"], settings["neighbours"])
+            return merged_p_yes(engine, adapters, weights, ids, settings["merge"], progress)
+
+        return p_yes
+
+    def checks(self, version: "ModelVersion") -> list[Check]:
+        from unlearning.methods.apa.binding import aggregator_binding
+
+        return [("aggregator binding", lambda: aggregator_binding(version))]

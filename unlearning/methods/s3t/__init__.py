@@ -15,12 +15,18 @@ prior, bipartite-matching selection (a Latin square that pushes likely-deleted s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from unlearning.data.partition import Partition, by_shard
 from unlearning.data.records import StoredRecord
 from unlearning.methods.base import ComponentSpec, Plan, samples_for
-from unlearning.methods.s3t.orders import OrderState, stage_id
+from unlearning.methods.interface import Exclusion, MeanOfAdapters
+from unlearning.methods.s3t.orders import OrderState, excluded_aggregation, order_state, stage_id
 from unlearning.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from unlearning.versions.store import ModelVersion
 
 BMS_SHARPNESS = 100  # T in the selection score: how hard early deletion probability is penalised
 
@@ -78,7 +84,8 @@ def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredReco
     orders = selected_orders(config)
     components: list[ComponentSpec] = []
     trained_shards = []
-    for shard, shard_records in enumerate(by_shard(partition, records, config.shards)):
+    train = [r for r in records if r.split == "train"]
+    for shard, shard_records in enumerate(by_shard(partition, train, config.shards)):
         if not shard_records:
             continue
         trained_shards.append(shard)
@@ -96,3 +103,26 @@ def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredReco
                 parent = spec.id
     state = OrderState.full(config.slices, trained_shards, orders)
     return Plan(components=components, aggregate=state.active_components(), details={"s3t": state.to_json()})
+
+
+class S3T(MeanOfAdapters):
+    """Served: the longest valid prefix of each shard's orders. An exclusion truncates the orders
+    at the affected stage (no training); a shard is retrained only once no order is left."""
+
+    name = "s3t"
+    supports_influence = False  # stages train layer groups in sequence: one cannot be moved alone
+    plan = staticmethod(plan)
+
+    def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
+        aggregation = excluded_aggregation(version, erased)
+        retained = set(order_state({"aggregation": aggregation}).retained_components())
+        return Exclusion([c.id for c in version.components if c.id in retained], aggregation)
+
+    def restrict(self, clean: "ModelVersion", plan: Plan, shards: set[int]) -> Plan:
+        """The other shards keep serving their truncated orders."""
+        state = order_state(clean.meta).with_shards(order_state({"aggregation": plan.details}), shards)
+        return replace(plan, aggregate=state.active_components(), details={"s3t": state.to_json()})
+
+    def describe(self, version: "ModelVersion") -> dict:
+        """Per shard: its slice orders and their valid prefix lengths."""
+        return {"s3t_orders": version.meta["aggregation"]["s3t"]["shards"]}

@@ -1,10 +1,11 @@
-"""Where one request stands, read from the ledger (the stage entries of `consumers.stages`)."""
+"""Where one request stands, read from its stage entries in the ledger (`ledger.entries`), whether
+it came through Kafka or the CLI."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consumers import stages
+from ledger import entries
 from ledger.errors import BadInput
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
@@ -20,20 +21,20 @@ def request_status(ws: Workspace, request_id: str, now: datetime | None = None) 
     if not ws.ledger_db.exists():
         raise BadInput(f"no ledger at {ws.ledger_db}")
     with open_ledger(ws, create=False) as ledger:
-        received = stages.read(ledger, stages.received_key(request_id))
-        rejected = stages.read(ledger, stages.rejected_key(request_id))
-        planned = stages.read(ledger, stages.planned_key(request_id))
-        failed = stages.read(ledger, stages.failed_key(request_id))
+        received = entries.read(ledger, entries.received_key(request_id))
+        rejected = entries.read(ledger, entries.rejected_key(request_id))
+        planned = entries.read(ledger, entries.planned_key(request_id))
+        failed = entries.read(ledger, entries.failed_key(request_id))
         if not (received or rejected):
             raise BadInput(f"no request {request_id!r} in the ledger")
         models = {}
         for model, shards in (planned["models"] if planned else {}).items():
-            excluded = stages.read(ledger, stages.excluded_key(request_id, model))
+            excluded = entries.read(ledger, entries.excluded_key(request_id, model))
             deferred = excluded if excluded and excluded["type"] == "exclusion_deferred" else None
             excluded = None if deferred else excluded
-            built = excluded and stages.read(ledger, f"version_built/{model}/v{excluded['version']}")
-            restored = {s: stages.read(ledger, stages.restored_key(request_id, model, s)) for s in shards}
-            approximated = stages.read(ledger, stages.approximated_key(request_id, model))
+            built = excluded and entries.read(ledger, entries.version_built_key(model, excluded['version']))
+            restored = {s: entries.read(ledger, entries.restored_key(request_id, model, s)) for s in shards}
+            approximated = entries.read(ledger, entries.approximated_key(request_id, model))
             models[model] = {
                 "shards": shards,
                 "approximate": approximated and {"at": approximated["at"], "reason": approximated["reason"],

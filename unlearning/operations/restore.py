@@ -1,0 +1,119 @@
+"""Restore: rebuild what erasures changed on the retained records, then certify it.
+
+`restore` re-plans the method on the retained records and rebuilds only what changed, each
+changed component resuming from its last clean checkpoint (SISA) or from scratch. A restore is
+announced in the model's journal before it starts (`Journal`), because a restored version's
+`model.json` does not say what it was for; `finish_restore` certifies it, purges what saw the
+records, logs `request_restored` per request and shard, and clears the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+from ledger import entries
+from ledger.log import open_ledger
+from ledger.manifest import Manifest
+from ledger.workspace import Workspace
+from unlearning.data.records import RecordStore
+from unlearning.operations.affected import affected_components, erased_commitments
+from unlearning.operations.context import Context
+from unlearning.operations.publish import publish
+from unlearning.operations.purge import purge
+from unlearning.operations.receive import Receipt, lookup_receipt
+from unlearning.registry.mlflow import RegisteredVersion
+from unlearning.versions.lock import pipeline_dir
+from unlearning.versions.store import ModelVersion
+
+
+def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards: set[int] | None = None,
+            progress=None) -> ModelVersion:  # type: ignore[no-untyped-def]
+    """Rebuild what the erasures changed, on the retained records (all pending erasures at once).
+
+    With `shards`, only those shards are rebuilt (one executor's job); the other shards keep
+    exactly the components `clean` has, so a shard still waiting for its own job stays excluded.
+    Components without a shard (aggregators) are always brought up to date.
+    """
+    from unlearning import methods
+    from unlearning.methods.apa import centroids
+    from unlearning.operations.build import build_version, engine_for
+
+    config = clean.config
+    erased = erased_commitments(receipts)
+    with RecordStore.open(ws) as store:
+        # every split: APA's aggregator pools the validation records (plan() picks per method)
+        records = [r for r in store.records() if r.commitment not in erased]
+        plan = methods.plan(config, centroids.version_partition(clean.meta, store.partition), records)
+        if shards is not None:
+            present = {c.id: c.manifest_root for c in clean.components}
+
+            def wanted(spec) -> bool:  # type: ignore[no-untyped-def]
+                if spec.shard is None or spec.shard in shards:
+                    return True
+                return present.get(spec.id) == Manifest.from_commitments(spec.commitments).root
+
+            kept = [spec for spec in plan.components if wanted(spec)]
+            ids = {spec.id for spec in kept}
+            plan = replace(plan, components=kept, aggregate=[cid for cid in plan.aggregate if cid in ids])
+            plan = methods.get(config.method).restrict(clean, plan, shards)
+        engine = engine_for(config, expected_base=clean.meta["base"])
+        return build_version(ws, store, clean.name, plan, engine, reuse=clean, progress=progress)
+
+
+class Journal:
+    """The restore in progress for a model (written before the retrain, removed after logging)."""
+
+    def __init__(self, ws: Workspace, name: str) -> None:
+        self.path = pipeline_dir(ws) / f"{name}.restore.json"
+
+    def read(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        intent = json.loads(self.path.read_text())
+        if "shard" in intent:  # written by an earlier release: one shard per restore
+            intent["shards"] = [intent.pop("shard")]
+        return intent
+
+    def write(self, base: int, shards: list[int], requests: list[str], jobs: list[str]) -> dict:
+        intent = {"base": base, "shards": shards, "requests": requests, "jobs": jobs}
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(intent, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+        return intent
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> bool:
+    """Does `version` serve `shard` with none of the erased records (nothing left to retrain)?
+    S3T after an exclusion does (another order's valid prefix), as does a shard an earlier
+    coalesced retrain already rebuilt."""
+    shard_of = {c.id: c.meta["shard"] for c in version.components}
+    affected = affected_components(version, receipts)
+    return (any(shard_of[c] == shard for c in version.aggregate)
+            and not any(shard_of[c] == shard for c in affected))
+
+
+def finish_restore(ctx: Context, version: ModelVersion, intent: dict,
+                   parent: ModelVersion | None) -> tuple[RegisteredVersion, list[int]]:
+    """Certify and register a restored version, purge what saw the records, log, drop the
+    journal: (the registered version, the local versions purged)."""
+    receipts = [lookup_receipt(ctx.ws, r) for r in intent["requests"]]
+    published = publish(ctx.ws, ctx.registry, version, receipts, parent=parent)  # type: ignore[arg-type]
+    purged = purge(ctx.ws, ctx.registry, version.name, receipts)  # type: ignore[arg-type]
+    log_restored(ctx, version, published.version, published.certificate_sha256, intent)
+    Journal(ctx.ws, version.name).clear()
+    return published, purged
+
+
+def log_restored(ctx: Context, version: ModelVersion, registry_version: int, sha: str, intent: dict) -> None:
+    with open_ledger(ctx.ws) as ledger:
+        ledger.append_many([entries.request_restored(r, version.name, shard, version.version, registry_version, sha,
+                                                     intent["jobs"], ctx.instance)
+                            for r in intent["requests"] for shard in intent["shards"]])

@@ -1,0 +1,68 @@
+"""Settle: finish a version a crash left uncertified, before anyone builds on the model again.
+
+Versions are linear per model and made only under the model's lock (`unlearning.versions.lock`),
+each from the model's newest exact version. The next holder of the lock finishes what a killed
+holder left (call `settle` under the lock):
+- an exclusion version names its requests in `model.json`;
+- a restore is announced in the model's journal (`restore.Journal`) before it starts;
+- a version trained without a registry at hand is certified and registered.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ledger import entries
+from ledger.certificate import ENVELOPE_FILE
+from ledger.log import open_ledger
+from ledger.workspace import Workspace
+from unlearning.operations.approximate import latest_exact
+from unlearning.operations.certify import bundle_dir
+from unlearning.operations.context import Context
+from unlearning.operations.exclude import finish_exclusion
+from unlearning.operations.publish import publish
+from unlearning.operations.receive import lookup_receipt
+from unlearning.operations.restore import Journal, finish_restore
+from unlearning.versions.store import ModelStore, ModelVersion
+
+
+def settle(ctx: Context, name: str) -> ModelVersion:
+    """Finish a version a crash left uncertified; returns the model's newest exact version (an
+    approximate influence update is never the base of further work). Call under `model_lock`."""
+    _remove_dead_drafts(ctx.ws, name)
+    journal = Journal(ctx.ws, name)
+    intent = journal.read()
+    newest = latest_exact(ctx.ws, name)
+    operation = newest.meta.get("operation", {})
+    if operation.get("kind") == "exclusion":
+        with open_ledger(ctx.ws) as ledger:
+            done = all(ledger.find(entries.excluded_key(r, name)) is not None for r in operation["requests"])
+        if not done:
+            receipts = [lookup_receipt(ctx.ws, r) for r in operation["requests"]]
+            finish_exclusion(ctx, newest, receipts, _version(ctx, name, newest.meta["parent_version"]))  # type: ignore[arg-type]
+    elif intent is not None and newest.meta.get("parent_version") == intent["base"]:
+        finish_restore(ctx, newest, intent, _version(ctx, name, intent["base"]))
+    elif not (bundle_dir(ctx.ws, name, newest.version) / ENVELOPE_FILE).exists():
+        publish(ctx.ws, ctx.registry, newest, [])  # trained without a registry at hand
+    journal.clear()
+    return newest
+
+
+def _version(ctx: Context, name: str, number: int) -> ModelVersion | None:
+    """A version, or None once purged (a re-publish after a crash needs no parent: the
+    certificate exists already)."""
+    return ctx.models.get(name, number) if number in ctx.models.versions(name) else None
+
+
+def _remove_dead_drafts(ws: Workspace, name: str) -> None:
+    """Staging directories of killed processes (`.staging-vN-PID`) are garbage: drop them."""
+    model_dir = ModelStore(ws).root / name
+    for staging in model_dir.glob(".staging-v*-*"):
+        pid = int(staging.name.rsplit("-", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass

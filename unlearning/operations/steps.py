@@ -1,0 +1,195 @@
+"""The stages of a received request, one function each: plan, approximate, exclude, restore.
+
+This is the one path: `erasure forget` / `rectify` call these in sequence, and the pipeline's
+planner, excluder and executor call the same functions from their consumer loops. Each step
+logs its own stage entries (`ledger.entries`), so `erasure status` reads the same stages for a
+request whichever way it came, and each is idempotent by request id: a repeated call finds the
+stage done and changes nothing.
+
+Steps that make versions take the model's lock (exclusions ahead of retrains) and first finish
+whatever a crash left (`settle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ledger import entries
+from ledger.errors import BadInput, ServiceError
+from ledger.log import open_ledger
+from unlearning.data.records import Record, RecordStore, StoredRecord
+from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.approximate import influence_version
+from unlearning.operations.context import Context
+from unlearning.operations.exclude import exclude, finish_exclusion
+from unlearning.operations.publish import publish, registration
+from unlearning.operations.purge import purge
+from unlearning.operations.receive import Receipt, lookup_receipt
+from unlearning.operations.restore import Journal, finish_restore, log_restored, restore, serves_clean
+from unlearning.operations.settle import settle
+from unlearning.registry.mlflow import RegisteredVersion
+from unlearning.versions.lock import model_lock
+from unlearning.versions.store import ModelVersion
+
+
+class ExclusionPending(ServiceError):
+    """Transient: a retrain waits until its requests' exclusion is logged (retried shortly)."""
+
+    retry_after_s = 1.0
+
+
+@dataclass
+class Exclusion:
+    outcome: str  # one line for logs
+    registered: RegisteredVersion | None = None  # the certified exclusion version, if one was made now
+    purged: list[int] = field(default_factory=list)  # local versions purged
+
+
+@dataclass
+class Restoration:
+    outcome: str
+    registered: RegisteredVersion | None = None  # the certified retrained version, if one was made now
+    purged: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Approximation:
+    reason: str  # logged in `request_approximated`
+    registered: RegisteredVersion | None = None
+    report: dict = field(default_factory=dict)  # per updated component: the solver's report
+    error: str | None = None  # why nothing was published, when a solve was refused
+
+
+def settle_model(ctx: Context, name: str) -> ModelVersion:
+    """The model's newest exact version, after finishing what a crash left (under the lock)."""
+    with model_lock(ctx.ws, name, urgent=True):
+        return settle(ctx, name)
+
+
+def plan(ctx: Context, requests: Sequence[tuple[str, Sequence[str], Receipt]]) -> dict[str, dict[str, list[int]]]:
+    """Per (request id, models in scope, receipt): model -> the shards that trained on its records;
+    logged as `request_planned`.
+
+    From the record store's provenance, not the newest version's manifests: a record's shard
+    never changes, and a restore running meanwhile may already have dropped the shard from the
+    newest version. Shard -1 (a component without shard, APA's aggregator) is left out: every
+    restore rebuilds those.
+    """
+    plans = {}
+    with RecordStore.open(ctx.ws) as store:
+        for request_id, scope, receipt in requests:
+            rows = store.provenance(bytes.fromhex(c) for c in receipt.commitments)
+            shards = {m: sorted({p.shard for p in rows if p.model == m and p.shard >= 0}) for m in scope}
+            plans[request_id] = {m: s for m, s in shards.items() if s}
+    with open_ledger(ctx.ws) as ledger:
+        ledger.append_many([entries.request_planned(rid, plan) for rid, plan in plans.items()])
+    return plans
+
+
+def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredRecord], new: list[Record],
+                settings: SolverSettings) -> Approximation:
+    """Publish the APPROXIMATE influence update of `model` for one received request (`old`: its
+    records as trained, held in memory before the store shredded or replaced them; `new`: their
+    corrections), and log `request_approximated`. Nothing is published when no served adapter
+    saw the records or the solve is refused; the exact path runs either way."""
+    with model_lock(ctx.ws, model):
+        current = settle(ctx, model)
+        try:
+            update = influence_version(ctx.ws, current, old, new, [receipt], settings)
+        except BadInput as err:
+            result = Approximation(f"no approximate update: {err}", error=str(err))
+        else:
+            if update is None:
+                result = Approximation("no approximate update: no served adapter was trained on the records")
+            else:
+                registered = publish(ctx.ws, ctx.registry, update.version, [], parent=current,
+                                     approximation=update.approximation)
+                result = Approximation("APPROXIMATE influence update; the exact path follows", registered,
+                                       {cid: s.report() for cid, s in update.solutions.items()})
+    registered = result.registered
+    with open_ledger(ctx.ws) as ledger:
+        ledger.append_many([entries.request_approximated(
+            receipt.request_id, model, result.reason, registered and registered.local_version,
+            registered and registered.version, registered and registered.certificate_sha256)])
+    return result
+
+
+def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> Exclusion:
+    """One exact exclusion version of `model` for every request not yet excluded there, certified
+    and aliased (`request_excluded`), also when an earlier exclusion already removed its shard (so
+    every request gets a certificate naming it). When nothing servable would remain, the
+    registered versions holding the records are purged and `exclusion_deferred` says the retrain
+    restores service."""
+    if not _not_excluded(ctx, model, request_ids):
+        return Exclusion("already excluded")
+    with model_lock(ctx.ws, model, urgent=True):
+        current = settle(ctx, model)
+        pending = _not_excluded(ctx, model, request_ids)
+        if not pending:
+            return Exclusion("already excluded")
+        receipts = _receipts(ctx, pending)
+        excluded = exclude(ctx.ws, current, receipts, attest=True)
+        if excluded is not None:
+            registered, purged = finish_exclusion(ctx, excluded, receipts, current)
+            return Exclusion(f"excluded in v{excluded.version}", registered, purged)
+        purge(ctx.ws, ctx.registry, model, receipts, local=False)
+        reason = (f"excluding the affected shards would leave {model} nothing to serve: its registered "
+                  "versions holding the records are purged, and the retrain restores it")
+        with open_ledger(ctx.ws) as ledger:
+            ledger.append_many([entries.exclusion_deferred(r, model, reason) for r in pending])
+        return Exclusion("nothing left to serve until the retrain")
+
+
+def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_ids: list[str],
+                     jobs: Sequence[str] = (), progress=None) -> Restoration:  # type: ignore[no-untyped-def]
+    """Rebuild `shards` of `model` without the requests' records (one coalesced retrain from the
+    model's newest version, which holds every other shard's latest state), certify it and log
+    `request_restored` per request and shard. A shard the newest version already serves without
+    the records (S3T's next valid prefix, or an earlier coalesced retrain) needs no retrain,
+    only its entries. Raises ExclusionPending until the requests' exclusion is logged: the fast
+    path goes first and the retrain never races it."""
+    if not _unrestored(ctx, model, shards, request_ids):
+        return Restoration("already restored")
+    with open_ledger(ctx.ws) as ledger:  # an exclusion that failed for good: the retrain is the way out
+        if any(ledger.find(entries.excluded_key(r, model)) is None and ledger.find(entries.failed_key(r)) is None
+               for r in request_ids):
+            raise ExclusionPending(f"{model}/{list(shards)}: waiting for the exclusion of its requests")
+    with model_lock(ctx.ws, model):
+        newest = settle(ctx, model)
+        todo = _unrestored(ctx, model, shards, request_ids)
+        if not todo:
+            return Restoration("already restored")
+        pending = sorted({r for rids in todo.values() for r in rids})
+        receipts = _receipts(ctx, pending)
+        clean = [s for s in todo if serves_clean(newest, s, receipts)]
+        if clean:
+            registry_version, sha = registration(ctx.ws, newest)
+            log_restored(ctx, newest, registry_version, sha, {"shards": clean, "requests": pending, "jobs": list(jobs)})
+        dirty = [s for s in todo if s not in clean]
+        if not dirty:
+            return Restoration(f"already served without the records in v{newest.version}")
+        intent = Journal(ctx.ws, model).write(newest.version, dirty, pending, list(jobs))
+        version = restore(ctx.ws, newest, receipts, shards=set(dirty), progress=progress)
+        registered, purged = finish_restore(ctx, version, intent, newest)
+        return Restoration(f"restored v{version.version}", registered, purged)
+
+
+def _receipts(ctx: Context, request_ids: list[str]) -> list[Receipt]:
+    receipts = [lookup_receipt(ctx.ws, r) for r in request_ids]
+    missing = [r for r, receipt in zip(request_ids, receipts) if receipt is None]
+    if missing:
+        raise BadInput(f"requests not received: {', '.join(missing)}")
+    return receipts  # type: ignore[return-value]
+
+
+def _not_excluded(ctx: Context, model: str, request_ids: list[str]) -> list[str]:
+    with open_ledger(ctx.ws) as ledger:
+        return [r for r in request_ids if ledger.find(entries.excluded_key(r, model)) is None]
+
+
+def _unrestored(ctx: Context, model: str, shards: Sequence[int], request_ids: list[str]) -> dict[int, list[str]]:
+    """shard -> the requests not yet restored there."""
+    with open_ledger(ctx.ws) as ledger:
+        todo = {s: [r for r in request_ids if ledger.find(entries.restored_key(r, model, s)) is None] for s in shards}
+    return {s: rids for s, rids in todo.items() if rids}
