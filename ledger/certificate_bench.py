@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import entries
 from ledger.certificate import (
     ENVELOPE_FILE,
     ComponentClaim,
@@ -49,9 +50,11 @@ def _one(size: int, erased: int, workdir: Path) -> dict:
     manifest.write(leaves)
     (bundle / "components" / "c0" / "adapter_model.safetensors").write_bytes(b"\0" * 1024)
     with Ledger.open(workdir / f"ledger-{size}.db", ORIGIN, ledger_key) as ledger:
-        request = ledger.append("request_received", {"request_id": "r", "commitments": [c.hex() for c in gone]})
-        trained = ledger.append("component_trained", {"model": "bench", "component": "c0",
-                                                      "manifest_root": manifest.root.hex(), "manifest_size": size})
+        request, trained = ledger.append_many([
+            entries.request_received("r", "erase_records", "bench-subject", "bench", [c.hex() for c in gone],
+                                     {"via": "bench"}),
+            entries.component_trained("bench", 2, "c0", 0, 0, None, manifest.root.hex(), size, "0" * 64, "0" * 64),
+        ])
         predicate = Predicate(
             claim="EXACT", method="sisa", model="bench", modelVersion=2, parentVersion=1,
             erasures=[Erasure(requestId="r", commitments=[c.hex() for c in gone], ledgerIndex=request)],

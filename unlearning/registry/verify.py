@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ledger import entries
 from ledger.audit import audit_log
 from ledger.certificate import Verification, verify_certificate
 from ledger.errors import BadInput, VerificationFailed
@@ -129,7 +130,7 @@ def verify_registered(ws: Workspace, registry: Registry, registered: RegisteredV
             raise VerificationFailed(f"registry version {registered.name} v{registered.version} is bound to "
                                      f"v{registered.local_version}, the certificate is for {p.model} v{p.modelVersion}")
         with Ledger.open(ws.ledger_db, trust.role("ledger").origin, create=False) as log:
-            index = log.find(f"model_registered/{p.model}/{v.envelope_sha256}")
+            index = log.find(entries.model_registered_key(p.model, v.envelope_sha256))
             entry = json.loads(log.entry(index)) if index is not None else {}
         if entry.get("registry_version") != registered.version:
             raise VerificationFailed("no model_registered ledger entry binds this registry version to the certificate")
