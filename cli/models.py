@@ -15,11 +15,11 @@ app = typer.Typer(help="Inspect trained models and their components.", no_args_i
 def version_summary(name: str, version: int | None = None) -> dict:
     v = ModelStore(Workspace.from_env()).get(name, version)
     summary = {
-        "name": v.name, "version": v.version, "method": v.meta["method"], "base": v.meta["base"]["name"],
-        "config_sha256": v.meta["config_sha256"], "aggregate": v.aggregate,
+        "name": v.name, "version": v.version, "method": v.meta.method, "base": v.meta.base["name"],
+        "config_sha256": v.meta.config_sha256, "aggregate": v.aggregate,
         "components": [c.summary() for c in v.components],
     }
-    return {**summary, **methods.get(v.meta["method"]).describe(v)}
+    return {**summary, **methods.get(v.meta.method).describe(v)}
 
 
 def print_components(summary: dict) -> None:

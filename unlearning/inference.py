@@ -18,8 +18,8 @@ from unlearning.versions.store import ModelVersion
 class Predictor:
     def __init__(self, version: ModelVersion):
         self.version = version
-        self.engine = engine_for(version.config, expected_base=version.meta["base"])
-        self._scorer = methods.get(version.meta["method"]).scorer(version, self.engine)
+        self.engine = engine_for(version.config, expected_base=version.meta.base)
+        self._scorer = methods.get(version.meta.method).scorer(version, self.engine)
 
     def p_yes(self, prompts: Sequence[str], progress: Progress | None = None) -> list[float]:
         return self._scorer([self.engine.base.encode_prompt(p) for p in prompts], progress)

@@ -67,5 +67,5 @@ def test_forget_and_verify(method: str, workspace: Workspace, records, write_jso
         manifest = component.manifest()
         assert not any(manifest.contains(c) for c in erased), component.id
     if method == "s3t":
-        served = newest.meta["aggregation"]["components"]
+        served = newest.meta.aggregation.components
         assert served and all(cid in {c.id for c in newest.components} for cid in served)

@@ -59,7 +59,7 @@ def build(workspace, store, name, records, reuse=None):
 def test_retrained_shard_adapter_equals_training_from_scratch(workspace, store):
     everything = store.records()
     v1 = build(workspace, store, "apa", everything)
-    assert v1.meta["aggregation"] == {"rule": "apa", "components": ["shard0-slice0", "shard1-slice0"],
+    assert v1.meta.aggregation.model_dump(exclude_none=True) == {"rule": "apa", "components": ["shard0-slice0", "shard1-slice0"],
                                       "aggregator": "aggregator", "merge": "nd", "tau": 10.0, "neighbours": 3}
     pool = sorted(r.commitment for r in everything if r.split == "valid")
     assert pool and v1.component("aggregator").manifest().size == len(pool)
@@ -181,17 +181,17 @@ def test_public_centroid_partition_and_cli(workspace, write_jsonl, tmp_path):
     from unlearning.versions.store import ModelStore
 
     version = ModelStore(workspace).get("m")
-    item_shards = version.meta["partition"]["item_shards"]
-    assert version.meta["partition"]["rule"] == "public-centroid" and len(item_shards) == len(CATALOGUE)
+    item_shards = version.meta.partition["item_shards"]
+    assert version.meta.partition["rule"] == "public-centroid" and len(item_shards) == len(CATALOGUE)
     assert len(set(item_shards.values())) == 3  # every cluster holds public items
     with RecordStore.open(workspace) as store:
         train = store.records("train")
         partition = version_partition(version.meta, store.partition)
     assert isinstance(partition, ItemCentroidPartition)
     for component in version.components:
-        if component.meta["kind"] == "adapter":  # a record sits in the shard of its target item's centroid
+        if component.meta.kind == "adapter":  # a record sits in the shard of its target item's centroid
             members = [r for r in train if component.manifest().contains(r.commitment)]
-            assert all(item_shards[target_item(r.prompt)] == component.meta["shard"] for r in members)
+            assert all(item_shards[target_item(r.prompt)] == component.meta.shard for r in members)
     assert sum(version.component(c).manifest_size for c in version.aggregate) == len(train)
     assert version.config.merge == "d" and version.config.tau == 100.0
 

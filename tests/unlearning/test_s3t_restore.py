@@ -35,8 +35,8 @@ def test_exclusion_truncates_and_a_per_shard_restore_keeps_the_other_shards_orde
     restored = restore(ws, excluded, receipts, shards={0})
     assert order_state(restored.meta).to_json() == state.with_shards(order_state(v1.meta), {0}).to_json()
     assert restored.aggregate == [stage_id(0, 0, 1), stage_id(1, 0, 1)]
-    shard1 = [c for c in restored.components if c.meta["shard"] == 1]
+    shard1 = [c for c in restored.components if c.meta.shard == 1]
     assert {c.id: c.weights_sha256 for c in shard1} == {
-        c.id: c.weights_sha256 for c in excluded.components if c.meta["shard"] == 1}
+        c.id: c.weights_sha256 for c in excluded.components if c.meta.shard == 1}
     erased = {bytes.fromhex(c) for r in receipts for c in r.commitments}
     assert all(erased.isdisjoint(c.manifest().leaves) for c in restored.components)

@@ -46,9 +46,9 @@ def test_unlearning_one_record_by_resuming_equals_training_from_scratch(workspac
         scratch = build_version(workspace, store, "scratch", plan_without_z,
                                 Engine(load_base("tiny"), CONFIG))
 
-    assert unlearned.version == 2 and unlearned.meta["parent_version"] == 1
+    assert unlearned.version == 2 and unlearned.meta.parent_version == 1
     for old, new, ref in zip(v1.components, unlearned.components, scratch.components, strict=True):
-        affected = old.meta["shard"] == shard and old.meta["slice"] >= slice_
+        affected = old.meta.shard == shard and old.meta.slice >= slice_
         # Components before the erased record's slice (and other shards) are the old files, untouched.
         assert (new.path.joinpath("adapter_model.safetensors").stat().st_ino
                 == old.path.joinpath("adapter_model.safetensors").stat().st_ino) != affected

@@ -240,9 +240,9 @@ def _retrained(before: ModelVersion, after: ModelVersion) -> list:  # type: igno
 
 def _costs(components: Sequence, aggregate: Sequence[str]) -> tuple[int, int]:  # type: ignore[type-arg]
     """(forward+backward samples, forward-only validation predictions) of building these components."""
-    grad = sum(c.meta["samples"] for c in components)
+    grad = sum(c.meta.samples for c in components)
     adapters = sum(c.id in aggregate for c in components)
-    forward = sum(c.manifest_size * adapters for c in components if c.meta["kind"] == "aggregator")
+    forward = sum(c.manifest_size * adapters for c in components if c.meta.kind == "aggregator")
     return grad, forward
 
 
@@ -263,16 +263,16 @@ class _Scorer:
     def engine(self, version: ModelVersion):  # type: ignore[no-untyped-def]
         from unlearning.operations.build import engine_for
 
-        if self._engine_config != version.meta["config_sha256"]:
-            self._engine = engine_for(version.config, expected_base=version.meta["base"])
-            self._engine_config = version.meta["config_sha256"]
+        if self._engine_config != version.meta.config_sha256:
+            self._engine = engine_for(version.config, expected_base=version.meta.base)
+            self._engine_config = version.meta.config_sha256
             self.ids = [self._engine.base.encode_prompt(p) for p in self.prompts]
         return self._engine
 
     def prepare(self, version: ModelVersion, records: Sequence[Record] | None = None) -> Callable[[], list[float]]:
         """Load what scoring `version` needs (base model, adapters); the returned call only scores."""
         records = self.records if records is None else records
-        if version.meta["aggregation"]["rule"] == "apa":
+        if version.meta.aggregation.rule == "apa":
             from unlearning.inference import Predictor
 
             predictor = Predictor(version)
@@ -297,7 +297,7 @@ class _Scorer:
         per_component = []
         for cid in version.aggregate:
             component = version.component(cid)
-            cached = self._cache.setdefault((version.meta["config_sha256"], component.weights_sha256), {})
+            cached = self._cache.setdefault((version.meta.config_sha256, component.weights_sha256), {})
             missing = [r for r in records if r.record_id not in cached]
             if missing:
                 ids = [engine.base.encode_prompt(r.prompt) for r in missing]
@@ -447,8 +447,8 @@ class UnlearningBenchmark:
         retrained = _retrained(clean, restored) if restored is not None else []
         grad, forward = _costs(retrained, served.aggregate)
         forced = None
-        if "s3t" in served.meta["aggregation"]:
-            shards = {c.meta["shard"] for c in retrained}
+        if served.meta.aggregation.s3t is not None:
+            shards = {c.meta.shard for c in retrained}
             forced = len(shards)
             run.full.update(dict.fromkeys(shards, served))
         run.current = served
@@ -508,7 +508,7 @@ class UnlearningBenchmark:
         distance = (sum(abs(p - q) for p, q in zip(p_yes, reference, strict=True)) / len(p_yes)
                     if reference and p_yes else None)
         prefixes = None
-        if "s3t" in version.meta["aggregation"]:
+        if version.meta.aggregation.s3t is not None:
             from unlearning.methods.s3t.orders import order_state
 
             prefixes = [max(s.valid_prefix) for s in order_state(version.meta).shards]
@@ -560,7 +560,7 @@ def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
     shards = None  # None: every shard the erasures changed
     if excluded is not None:
         clean = excluded
-        if "s3t" in excluded.meta["aggregation"]:  # S3T retrains only shards left without a valid order
+        if excluded.meta.aggregation.s3t is not None:  # S3T retrains only shards left without a valid order
             from unlearning.methods.s3t.orders import order_state
 
             shards = set(order_state(excluded.meta).exhausted_shards())
@@ -578,9 +578,9 @@ def _replays_equal(ws: Workspace, version: ModelVersion, retrained: Sequence) ->
     replayed from scratch on the retained records, have the digests the unlearning produced."""
     from unlearning.operations.build import replay_component
 
-    adapters = [c for c in retrained if c.meta["kind"] == "adapter"]
+    adapters = [c for c in retrained if c.meta.kind == "adapter"]
     parents = {c.parent for c in adapters}
-    chosen = [c for c in adapters if c.id not in parents][-1:] + [c for c in retrained if c.meta["kind"] == "aggregator"]
+    chosen = [c for c in adapters if c.id not in parents][-1:] + [c for c in retrained if c.meta.kind == "aggregator"]
     return all(replay_component(ws, version, c.id).equal for c in chosen)
 
 

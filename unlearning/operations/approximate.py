@@ -48,7 +48,7 @@ NOT_GUARANTEED = (
 
 def check_supported(version: ModelVersion) -> None:
     """BadInput unless the approximate path can update this version (before any effect)."""
-    method = version.meta["method"]
+    method = version.meta.method
     if not methods.get(method).supports_influence:
         supported = " and ".join(m.name for m in methods.METHODS.values() if m.supports_influence)
         raise BadInput(f"approximate updates support {supported} models; "
@@ -56,7 +56,7 @@ def check_supported(version: ModelVersion) -> None:
 
 
 def is_approximate(version: ModelVersion) -> bool:
-    return version.meta.get("operation", {}).get("kind") == INFLUENCE_UPDATE
+    return version.meta.operation is not None and version.meta.operation.kind == INFLUENCE_UPDATE
 
 
 def latest_exact(ws: Workspace, name: str) -> ModelVersion:
@@ -92,7 +92,7 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
     served = [cid for cid in version.aggregate if cid in saw]
     if not served:
         return None
-    engine = engine_for(version.config, expected_base=version.meta["base"])
+    engine = engine_for(version.config, expected_base=version.meta.base)
     corrected = {r.record_id: r for r in new}
     with RecordStore.open(ws) as store:
         retained = store.records("train")
@@ -113,7 +113,6 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
 
     env = environment(engine.config)
     left_out = sorted(saw - set(served))
-    meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "components", "created_at")}
     with ModelStore(ws).draft(version.name) as draft:
         for component in version.components:
             if component.id in states:
@@ -123,7 +122,7 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
                 draft.write_component(_spec(component, trained), state, engine.lora_config, env)
             elif component.id not in left_out:
                 draft.reuse_component(component)
-        approximate = draft.commit({**meta, "parent_version": version.version, "operation": {
+        approximate = draft.commit({**version.meta.fields(), "parent_version": version.version, "operation": {
             "kind": INFLUENCE_UPDATE, "requests": [r.request_id for r in receipts], "updated": served,
             "removed": left_out, "solutions": {cid: s.report() for cid, s in solutions.items()}}})
     _log(ws, version, approximate, served, receipts)
@@ -155,8 +154,8 @@ def _training_set(component: Component, leaves: set[bytes], retained: Sequence[S
 def _spec(component: Component, trained: list[StoredRecord]) -> ComponentSpec:
     """The updated component's spec: same place, same manifest (it was trained on these records)."""
     m = component.meta
-    return ComponentSpec(id=m["id"], shard=m["shard"], slice=m["slice"], parent=m["parent"], records=tuple(trained),
-                         samples=m["samples"], group=m.get("group"))
+    return ComponentSpec(id=m.id, shard=m.shard, slice=m.slice, parent=m.parent, records=tuple(trained),
+                         samples=m.samples, group=m.group)
 
 
 def _log(ws: Workspace, parent: ModelVersion, version: ModelVersion, updated: list[str],
@@ -165,11 +164,11 @@ def _log(ws: Workspace, parent: ModelVersion, version: ModelVersion, updated: li
     `version_built` of that kind."""
     requests = [r.request_id for r in receipts]
     logged = [entries.component_trained(
-        version.name, version.version, cid, c.meta["shard"], c.meta["slice"], c.parent, c.meta["manifest"]["root"],
-        c.manifest_size, c.weights_sha256, version.meta["config_sha256"], kind=INFLUENCE_UPDATE,
+        version.name, version.version, cid, c.meta.shard, c.meta.slice, c.parent, c.meta.manifest.root,
+        c.manifest_size, c.weights_sha256, version.meta.config_sha256, kind=INFLUENCE_UPDATE,
         from_weights_sha256=parent.component(cid).weights_sha256, requests=requests,
     ) for cid, c in ((cid, version.component(cid)) for cid in updated)]
     logged.append(entries.version_approximated(version.name, version.version, INFLUENCE_UPDATE, parent.version, updated,
-                                               version.meta["operation"]["removed"], version.aggregate, requests))
+                                               version.meta.operation.removed, version.aggregate, requests))
     with open_ledger(ws) as ledger:
         ledger.append_many(logged)

@@ -69,8 +69,8 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
     """Train (or reuse) every component of `plan` with the engine's config into the next version
     of `name`, record provenance and log it."""
     config, env = engine.config, environment(engine.config)
-    if reuse is not None and (reuse.meta["config_sha256"] != config.sha256()
-                              or reuse.meta["base"] != engine.base.descriptor):
+    if reuse is not None and (reuse.meta.config_sha256 != config.sha256()
+                              or reuse.meta.base != engine.base.descriptor):
         raise BadInput(f"cannot reuse {reuse.name} v{reuse.version}: trained with another config or base")
     examples = {e.record_id: e for e in engine.encode(sorted({r for s in plan.components for r in s.records},
                                                              key=lambda r: r.record_id))}
@@ -122,8 +122,8 @@ def _build_aggregator(engine: Engine, draft: Draft, plan: Plan, spec: methods.Co
     """APA's aggregator for the plan's pool and the draft's adapters, keeping the rows and
     prediction columns of `reuse`'s aggregator that are still right. True if anything changed."""
     adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter()) for cid in plan.aggregate]
-    old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta["components"] else None
-    previous = aggregation.Aggregator.load(old.path) if old and old.meta["environment"] == env else None
+    old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta.components else None
+    previous = aggregation.Aggregator.load(old.path) if old and old.meta.environment == env else None
     aggregator = aggregation.build(engine, spec.records, adapters, previous, progress)
     if previous is not None and (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters):
         draft.reuse_component(old)
@@ -135,13 +135,13 @@ def _build_aggregator(engine: Engine, draft: Draft, plan: Plan, spec: methods.Co
 def _reusable(reuse: ModelVersion | None, spec: methods.ComponentSpec, reused: set[str],
               env: dict) -> Component | None:
     """The earlier version's component if it was trained on exactly this spec's inputs, here."""
-    if reuse is None or spec.id not in reuse.meta["components"]:
+    if reuse is None or spec.id not in reuse.meta.components:
         return None
     if spec.parent is not None and spec.parent not in reused:
         return None
     old = reuse.component(spec.id)
     same_data = old.manifest_root == Manifest.from_commitments(spec.commitments).root
-    return old if same_data and old.meta["samples"] == spec.samples and old.meta["environment"] == env else None
+    return old if same_data and old.meta.samples == spec.samples and old.meta.environment == env else None
 
 
 def _provenance(plan: Plan, name: str, version: int) -> list[Provenance]:
@@ -165,12 +165,12 @@ def _stored_position(position: int | None) -> int:
 def _log(workspace: Workspace, version: ModelVersion, trained: list[str]) -> None:
     """Ledger entries: `component_trained` per newly trained component, then `version_built`."""
     logged = [entries.component_trained(
-        version.name, version.version, c.id, c.meta["shard"], c.meta["slice"], c.parent, c.meta["manifest"]["root"],
-        c.manifest_size, c.weights_sha256, version.meta["config_sha256"]) for c in map(version.component, trained)]
+        version.name, version.version, c.id, c.meta.shard, c.meta.slice, c.parent, c.meta.manifest.root,
+        c.manifest_size, c.weights_sha256, version.meta.config_sha256) for c in map(version.component, trained)]
     logged.append(entries.version_trained(
-        version.name, version.version, version.meta["method"], version.meta["config_sha256"],
-        version.meta["base"]["weights_sha256"], version.aggregate,
-        [{"id": c.id, "manifest_root": c.meta["manifest"]["root"], "weights_sha256": c.weights_sha256}
+        version.name, version.version, version.meta.method, version.meta.config_sha256,
+        version.meta.base["weights_sha256"], version.aggregate,
+        [{"id": c.id, "manifest_root": c.meta.manifest.root, "weights_sha256": c.weights_sha256}
          for c in version.components]))
     with open_ledger(workspace) as ledger:
         ledger.append_many(logged)
@@ -198,9 +198,9 @@ def replay_component(workspace: Workspace, version: ModelVersion, component_id: 
     with RecordStore.open(workspace) as store:
         retained: list[StoredRecord] = [r for r in store.records() if manifest.contains(r.commitment)]
         plan = methods.plan(version.config, centroids.version_partition(version.meta, store.partition), retained)
-    engine = engine_for(version.config, expected_base=version.meta["base"])
+    engine = engine_for(version.config, expected_base=version.meta.base)
     with tempfile.TemporaryDirectory() as tmp:
-        if component.meta.get("kind") == "aggregator":  # recomputed from the version's own adapters
+        if component.meta.kind == "aggregator":  # recomputed from the version's own adapters
             adapters = [(cid, version.component(cid).weights_sha256, version.component(cid).adapter())
                         for cid in version.aggregate]
             aggregation.build(engine, plan.component(component_id).records, adapters, progress=progress).save(Path(tmp))

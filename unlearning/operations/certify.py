@@ -65,12 +65,12 @@ def _build_facts(version: ModelVersion) -> dict:
         except metadata.PackageNotFoundError:
             pass
     return {
-        "configSha256": meta["config_sha256"],
-        "seed": meta["config"]["seed"],
-        "baseModel": meta["base"],
+        "configSha256": meta.config_sha256,
+        "seed": meta.config["seed"],
+        "baseModel": meta.base,
         "codeVersion": libraries.get("erasure", "unknown"),
         "libraries": libraries,
-        "environment": json.loads(json.dumps(meta.get("environment", {}), default=str), parse_float=str),
+        "environment": json.loads(json.dumps(meta.environment, default=str), parse_float=str),
         "python": platform.python_version(),
     }
 
@@ -87,7 +87,7 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
     bundle = bundle_dir(ws, version.name, version.version)
     if (bundle / ENVELOPE_FILE).exists():
         return bundle
-    parent = version.meta.get("parent_version")
+    parent = version.meta.parent_version
     erasures = list(certified_predicate(bundle_dir(ws, version.name, parent), ws).erasures) if parent else []
     known = {e.requestId for e in erasures}
     erasures += [r.to_erasure() for r in receipts if r.request_id not in known]
@@ -101,7 +101,7 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
     with open_ledger(ws, sign=True) as ledger:
         claims = [
             ComponentClaim(
-                id=c.id, shard=c.meta.get("shard"), slice=c.meta.get("slice"),
+                id=c.id, shard=c.meta.shard, slice=c.meta.slice,
                 action=(actions or {}).get(c.id, default_action), resumedFrom=(resumed_from or {}).get(c.id),
                 manifest=ManifestRef(root=c.manifest_root.hex(), size=c.manifest_size, file=manifest_file(c.id)),
                 ledgerIndex=trained_entry(ledger, version, c.id),
@@ -111,7 +111,7 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
         cited = [e.ledgerIndex for e in erasures] + [c.ledgerIndex for c in claims]
         checkpoint = ledger.checkpoint()
         predicate = Predicate(
-            claim=claim, method=version.meta["method"], model=version.name, modelVersion=version.version,
+            claim=claim, method=version.meta.method, model=version.name, modelVersion=version.version,
             parentVersion=parent, erasures=erasures, components=claims, removed=removed or [],
             nonMembership=non_membership_proofs(manifests, erased), build=_build_facts(version),
             approximation=approximation, ledger=cite(ledger, cited, checkpoint),

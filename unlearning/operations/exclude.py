@@ -34,28 +34,27 @@ def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attes
     affected = affected_components(version, receipts)
     if not affected and not attest:
         return None
-    exclusion = methods.get(version.meta["method"]).exclude(version, affected, erased_commitments(receipts))
+    exclusion = methods.get(version.meta.method).exclude(version, affected, erased_commitments(receipts))
     aggregation = exclusion.aggregation
     if not aggregation["components"]:
         return None
     kept = [version.component(cid) for cid in exclusion.kept]
-    meta = {k: v for k, v in version.meta.items() if k not in ("name", "version", "components", "created_at")}
     removed = sorted({c.id for c in version.components} - {c.id for c in kept})
     with ModelStore(ws).draft(version.name) as draft:
         for component in kept:
             draft.reuse_component(component)
         if exclusion.rewritten is not None:
             rewritten_id, aggregator = exclusion.rewritten
-            draft.write_aggregator(rewritten_id, aggregator, version.component(rewritten_id).meta["environment"])
-        excluded = draft.commit({**meta, "parent_version": version.version, "aggregation": aggregation,
+            draft.write_aggregator(rewritten_id, aggregator, version.component(rewritten_id).meta.environment)
+        excluded = draft.commit({**version.meta.fields(), "parent_version": version.version, "aggregation": aggregation,
                                  "operation": {"kind": "exclusion", "requests": [r.request_id for r in receipts],
                                                "removed": removed}})
     logged = []
     if exclusion.rewritten is not None:  # a new component: log it like a trained one, so certificates can cite it
         c = excluded.component(exclusion.rewritten[0])
         logged.append(entries.component_trained(
-            excluded.name, excluded.version, c.id, None, None, None, c.meta["manifest"]["root"], c.manifest_size,
-            c.weights_sha256, excluded.meta["config_sha256"]))
+            excluded.name, excluded.version, c.id, None, None, None, c.meta.manifest.root, c.manifest_size,
+            c.weights_sha256, excluded.meta.config_sha256))
     logged.append(entries.version_excluded(excluded.name, excluded.version, version.version, removed,
                                            aggregation["components"], [r.request_id for r in receipts]))
     with open_ledger(ws) as ledger:
@@ -72,5 +71,5 @@ def finish_exclusion(ctx: Context, version: ModelVersion, receipts: list[Receipt
     with open_ledger(ctx.ws) as ledger:
         ledger.append_many([entries.request_excluded(
             r.request_id, version.name, version.version, published.version, published.certificate_sha256,
-            version.meta["operation"]["removed"]) for r in receipts])
+            version.meta.operation.removed) for r in receipts])
     return published, purged

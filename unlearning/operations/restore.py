@@ -58,7 +58,7 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
             ids = {spec.id for spec in kept}
             plan = replace(plan, components=kept, aggregate=[cid for cid in plan.aggregate if cid in ids])
             plan = methods.get(config.method).restrict(clean, plan, shards)
-        engine = engine_for(config, expected_base=clean.meta["base"])
+        engine = engine_for(config, expected_base=clean.meta.base)
         return build_version(ws, store, clean.name, plan, engine, reuse=clean, progress=progress)
 
 
@@ -94,7 +94,7 @@ def serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> 
     """Does `version` serve `shard` with none of the erased records (nothing left to retrain)?
     S3T after an exclusion does (another order's valid prefix), as does a shard an earlier
     coalesced retrain already rebuilt."""
-    shard_of = {c.id: c.meta["shard"] for c in version.components}
+    shard_of = {c.id: c.meta.shard for c in version.components}
     affected = affected_components(version, receipts)
     return (any(shard_of[c] == shard for c in version.aggregate)
             and not any(shard_of[c] == shard for c in affected))

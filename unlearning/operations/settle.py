@@ -34,14 +34,14 @@ def settle(ctx: Context, name: str) -> ModelVersion:
     journal = Journal(ctx.ws, name)
     intent = journal.read()
     newest = latest_exact(ctx.ws, name)
-    operation = newest.meta.get("operation", {})
-    if operation.get("kind") == "exclusion":
+    operation = newest.meta.operation
+    if operation is not None and operation.kind == "exclusion":
         with open_ledger(ctx.ws) as ledger:
-            done = all(ledger.find(entries.excluded_key(r, name)) is not None for r in operation["requests"])
+            done = all(ledger.find(entries.excluded_key(r, name)) is not None for r in operation.requests)
         if not done:
-            receipts = [lookup_receipt(ctx.ws, r) for r in operation["requests"]]
-            finish_exclusion(ctx, newest, receipts, _version(ctx, name, newest.meta["parent_version"]))  # type: ignore[arg-type]
-    elif intent is not None and newest.meta.get("parent_version") == intent["base"]:
+            receipts = [lookup_receipt(ctx.ws, r) for r in operation.requests]
+            finish_exclusion(ctx, newest, receipts, _version(ctx, name, newest.meta.parent_version))  # type: ignore[arg-type]
+    elif intent is not None and newest.meta.parent_version == intent["base"]:
         finish_restore(ctx, newest, intent, _version(ctx, name, intent["base"]))
     elif not (bundle_dir(ctx.ws, name, newest.version) / ENVELOPE_FILE).exists():
         publish(ctx.ws, ctx.registry, newest, [])  # trained without a registry at hand

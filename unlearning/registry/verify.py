@@ -68,7 +68,7 @@ def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | N
         if not v.verified:
             return v
         served = bundle_version(bundle)
-        for check, step in methods.get(served.meta["method"]).checks(served):  # e.g. APA's aggregator binding
+        for check, step in methods.get(served.meta.method).checks(served):  # e.g. APA's aggregator binding
             if not v.run(check, step):
                 return v
         if log is None:

@@ -48,7 +48,7 @@ def bundle_version(bundle: Path) -> ModelVersion:
     if not (bundle / MODEL_JSON).is_file():
         raise BadInput(f"{bundle} is not a model bundle (no {MODEL_JSON})")
     version = ModelVersion("", 0, bundle)
-    return ModelVersion(version.meta["name"], version.meta["version"], bundle)
+    return ModelVersion(version.meta.name, version.meta.version, bundle)
 
 
 def manifest_file(component_id: str) -> str:

@@ -6,7 +6,6 @@ a reader never sees half a version. Components are data: nothing here imports to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning.training.config import TrainConfig
 from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE, COMPONENT_JSON, MANIFEST_FILE, MODEL_JSON
+from unlearning.versions.metadata import ComponentMeta, VersionMeta, read_meta, write_meta
 
 if TYPE_CHECKING:
     from unlearning.methods.apa.aggregation import Aggregator
@@ -33,37 +33,33 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 @dataclass(frozen=True)
 class Component:
     path: Path
 
     @cached_property
-    def meta(self) -> dict:
-        return json.loads((self.path / COMPONENT_JSON).read_text(encoding="utf-8"))
+    def meta(self) -> ComponentMeta:
+        return read_meta(self.path / COMPONENT_JSON, ComponentMeta)
 
     @property
     def id(self) -> str:
-        return self.meta["id"]
+        return self.meta.id
 
     @property
     def parent(self) -> str | None:
-        return self.meta["parent"]
+        return self.meta.parent
 
     @property
     def manifest_root(self) -> bytes:
-        return bytes.fromhex(self.meta["manifest"]["root"])
+        return bytes.fromhex(self.meta.manifest.root)
 
     @property
     def manifest_size(self) -> int:
-        return self.meta["manifest"]["size"]
+        return self.meta.manifest.size
 
     @property
     def weights_sha256(self) -> str:
-        return self.meta["weights_sha256"]
+        return self.meta.weights_sha256
 
     def manifest(self) -> Manifest:
         return Manifest.read(self.path / MANIFEST_FILE)
@@ -80,9 +76,8 @@ class Component:
 
     def summary(self) -> dict:
         m = self.meta
-        return {"id": m["id"], "shard": m["shard"], "slice": m["slice"], "parent": m["parent"],
-                "manifest_root": m["manifest"]["root"], "manifest_size": m["manifest"]["size"],
-                "weights_sha256": m["weights_sha256"]}
+        return {"id": m.id, "shard": m.shard, "slice": m.slice, "parent": m.parent, "manifest_root": m.manifest.root,
+                "manifest_size": m.manifest.size, "weights_sha256": m.weights_sha256}
 
 
 @dataclass(frozen=True)
@@ -92,23 +87,23 @@ class ModelVersion:
     path: Path
 
     @cached_property
-    def meta(self) -> dict:
-        return json.loads((self.path / MODEL_JSON).read_text(encoding="utf-8"))
+    def meta(self) -> VersionMeta:
+        return read_meta(self.path / MODEL_JSON, VersionMeta)
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.meta["config"])
+        return TrainConfig.from_dict(self.meta.config)
 
     @property
     def aggregate(self) -> list[str]:
-        return self.meta["aggregation"]["components"]
+        return self.meta.aggregation.components
 
     @property
     def components(self) -> list[Component]:
-        return [Component(self.path / "components" / cid) for cid in self.meta["components"]]
+        return [Component(self.path / "components" / cid) for cid in self.meta.components]
 
     def component(self, component_id: str) -> Component:
-        if component_id not in self.meta["components"]:
+        if component_id not in self.meta.components:
             raise BadInput(f"model {self.name} v{self.version} has no component {component_id!r}")
         return Component(self.path / "components" / component_id)
 
@@ -190,10 +185,10 @@ class Draft:
         manifest = Manifest.from_commitments(commitments)
         manifest.write(directory / MANIFEST_FILE)
         files = {p.name: file_sha256(p) for p in sorted(directory.iterdir())}
-        _write_json(directory / COMPONENT_JSON, {
+        write_meta(directory / COMPONENT_JSON, ComponentMeta.model_validate({
             "id": component_id, "manifest": {"root": manifest.root.hex(), "size": manifest.size},
             "weights_sha256": files[main_file], "files": files, **fields,
-        })
+        }))
         self._components.append(component_id)
         return self.component(component_id)
 
@@ -203,11 +198,13 @@ class Draft:
         self._components.append(component.id)
         return self.component(component.id)
 
-    def commit(self, meta: dict) -> ModelVersion:
-        _write_json(self.path / MODEL_JSON, {
-            **meta, "name": self.name, "version": self.version, "components": self._components,
+    def commit(self, fields: dict) -> ModelVersion:
+        """Write model.json (`fields`: every `VersionMeta` field but the version's identity and
+        components) and move the version into place."""
+        write_meta(self.path / MODEL_JSON, VersionMeta.model_validate({
+            **fields, "name": self.name, "version": self.version, "components": self._components,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        }))
         try:
             self.path.rename(self.target)
         except OSError as err:

@@ -76,7 +76,7 @@ class Apa(MeanOfAdapters):
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         from unlearning.methods.apa.aggregation import Aggregator
 
-        aggregation = version.meta["aggregation"]
+        aggregation = version.meta.aggregation.model_dump(exclude_none=True)
         pool_id = aggregation["aggregator"]
         aggregator = (Aggregator.load(version.component(pool_id).path).without_records(erased)
                       .without_adapters(affected - {pool_id}))
@@ -88,8 +88,11 @@ class Apa(MeanOfAdapters):
         from unlearning.methods.apa.aggregation import Aggregator, merged_p_yes
         from unlearning.training.embeddings import embed
 
-        settings = version.meta["aggregation"]
-        aggregator = Aggregator.load(version.component(settings["aggregator"]).path)
+        settings = version.meta.aggregation
+        if settings.aggregator is None or settings.tau is None or settings.neighbours is None or settings.merge is None:
+            raise BadInput(f"model {version.name} v{version.version}: its aggregation lacks APA's settings")
+        tau, neighbours, merge = settings.tau, settings.neighbours, settings.merge
+        aggregator = Aggregator.load(version.component(settings.aggregator).path)
         expected = tuple((cid, version.component(cid).weights_sha256) for cid in version.aggregate)
         if aggregator.adapters != expected:
             from ledger.errors import VerificationFailed
@@ -99,8 +102,8 @@ class Apa(MeanOfAdapters):
         adapters = [version.component(cid).adapter() for cid in version.aggregate]
 
         def p_yes(ids: list[list[int]], progress) -> list[float]:  # type: ignore[no-untyped-def]
-            weights = aggregator.adapter_weights(embed(engine, ids), settings["tau"], settings["neighbours"])
-            return merged_p_yes(engine, adapters, weights, ids, settings["merge"], progress)
+            weights = aggregator.adapter_weights(embed(engine, ids), tau, neighbours)
+            return merged_p_yes(engine, adapters, weights, ids, merge, progress)
 
         return p_yes
 

@@ -22,6 +22,7 @@ from unlearning.data.records import StoredRecord
 
 if TYPE_CHECKING:
     from unlearning.training.engine import Engine
+    from unlearning.versions.metadata import VersionMeta
 
 MOVIELENS_CATALOGUE = "movielens-100k"
 # The target line of `movielens.prompt` (titles there have '"' replaced by "'").
@@ -95,9 +96,9 @@ def fit(engine: "Engine", keyed: Partition, source: str, shards: int) -> ItemCen
     return ItemCentroidPartition(keyed, {label: int(k) for label, k in zip(labels, nearest, strict=True)})
 
 
-def version_partition(meta: dict, keyed: Partition) -> Partition | ItemCentroidPartition:
+def version_partition(meta: "VersionMeta", keyed: Partition) -> Partition | ItemCentroidPartition:
     """The partition a model version was planned with, for re-planning it (unlearning, replay)."""
-    stored = meta.get("partition", {})
+    stored = meta.partition
     if stored.get("rule") == "public-centroid":
         return ItemCentroidPartition(keyed, stored["item_shards"])
     return keyed

@@ -115,14 +115,14 @@ class S3T(MeanOfAdapters):
 
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         aggregation = excluded_aggregation(version, erased)
-        retained = set(order_state({"aggregation": aggregation}).retained_components())
+        retained = set(OrderState.from_json(aggregation["s3t"]).retained_components())
         return Exclusion([c.id for c in version.components if c.id in retained], aggregation)
 
     def restrict(self, clean: "ModelVersion", plan: Plan, shards: set[int]) -> Plan:
         """The other shards keep serving their truncated orders."""
-        state = order_state(clean.meta).with_shards(order_state({"aggregation": plan.details}), shards)
+        state = order_state(clean.meta).with_shards(OrderState.from_json(plan.details["s3t"]), shards)
         return replace(plan, aggregate=state.active_components(), details={"s3t": state.to_json()})
 
     def describe(self, version: "ModelVersion") -> dict:
         """Per shard: its slice orders and their valid prefix lengths."""
-        return {"s3t_orders": version.meta["aggregation"]["s3t"]["shards"]}
+        return {"s3t_orders": version.meta.aggregation.s3t["shards"]}

@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ledger.errors import BadInput
+
 if TYPE_CHECKING:
+    from unlearning.versions.metadata import VersionMeta
     from unlearning.versions.store import ModelVersion
 
 
@@ -88,9 +91,11 @@ class OrderState:
         return cls(data["slices"], tuple(ShardOrders.from_json(s) for s in data["shards"]))
 
 
-def order_state(meta: dict) -> OrderState:
+def order_state(meta: "VersionMeta") -> OrderState:
     """The order state of a model version's `model.json`."""
-    return OrderState.from_json(meta["aggregation"]["s3t"])
+    if meta.aggregation.s3t is None:
+        raise BadInput(f"{meta.name} v{meta.version} is not an S3T version (no order state)")
+    return OrderState.from_json(meta.aggregation.s3t)
 
 
 def truncate(version: "ModelVersion", erased: Iterable[bytes]) -> OrderState:
@@ -114,4 +119,4 @@ def excluded_aggregation(version: "ModelVersion", erased: Iterable[bytes]) -> di
     """`model.json`'s aggregation after an exact exclusion of these commitments: the truncated
     order state and, per shard, the stage now served (keep `state.retained_components()`)."""
     state = truncate(version, erased)
-    return {**version.meta["aggregation"], "components": state.active_components(), "s3t": state.to_json()}
+    return {**version.meta.aggregation.model_dump(exclude_none=True), "components": state.active_components(), "s3t": state.to_json()}
