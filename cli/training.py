@@ -15,6 +15,7 @@ from cli.models import print_components, version_summary
 from cli.output import fail, print_json
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
+from unlearning import methods
 from unlearning.training.config import TrainConfig
 from unlearning.versions.store import ModelStore
 
@@ -84,19 +85,19 @@ def train(
 
     if precision == "auto":
         precision = "bf16" if base != TINY and bf16_supported() else "fp32"
-    slices = slices or (4 if method in ("sisa", "s3t") else 1)
-    if method == "s3t" and budget is None:
-        budget = slices
+    chosen = methods.get(method)
+    slices = slices or chosen.default_slices
     given = {"partition": partition, "catalogue": catalogue, "merge": merge, "tau": tau, "neighbours": neighbours,
              "layers_per_group": layers_per_group, "budget": budget, "order_selection": order_selection,
              "deletion_prior": _floats(deletion_prior, "--deletion-prior")}
+    given = {**chosen.default_fields(slices), **{k: v for k, v in given.items() if v is not None}}
     config = TrainConfig(
-        method=method, base=base, shards=shards or (1 if method == "retrain" else 4), slices=slices,
+        method=method, base=base, shards=shards or chosen.default_shards, slices=slices,
         epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()), lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size, max_length=max_length,
         precision=precision, threads=threads or min(4, os.cpu_count() or 1),
-        **{k: v for k, v in given.items() if v is not None},
+        **given,
     )
     ws = Workspace.from_env()
     with _progress() as progress:

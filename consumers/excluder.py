@@ -1,12 +1,12 @@
 """The excluder (role `planner`, consumer group `erasure-excluder` on `erasure.jobs`): the fast,
 exact path of design §2.
 
-It takes every job planned since its last unit and, per model, makes one exclusion version
-without the components that saw any of their records; the version is certified, registered
-and aliased (`finish_exclusion`) before the offsets are committed, so every request gets a
-certificate naming it within seconds, also when an earlier exclusion already removed its shard.
-When no shard would be left to serve, the registered versions holding the records are purged
-and the retrain restores service.
+It takes every job planned since its last unit and, per model, runs the exclusion step
+(`unlearning.operations.steps.exclude_requests`): one exclusion version without the components
+that saw any of their records, certified, registered and aliased before the offsets are
+committed, so every request gets a certificate naming it within seconds, also when an earlier
+exclusion already removed its shard. When no shard would be left to serve, the registered
+versions holding the records are purged and the retrain restores service.
 
 Exclusions run apart from planning so that planning throughput never waits for the registry,
 and one exclusion covers everything planned meanwhile. They go ahead of retrains on the model

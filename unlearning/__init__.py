@@ -1,7 +1,10 @@
-"""Record store, partitioning, LoRA training engine, unlearning methods and evaluation.
+"""Unlearning: records (`data`), the LoRA engine (`training`), methods (`methods`), model
+versions on disk (`versions`), the certified operations shared by the CLI and the pipeline
+(`operations`), the MLflow registry and verification (`registry`), and benchmarks (`bench`).
 
-Importing the package is cheap: torch, transformers and peft are imported only by the
-modules that train or score (`models`, `engine`, `training`, `inference`, `evaluation`).
+Importing the package is cheap: torch, transformers and peft are imported only by the modules
+that train or score (`training.engine`, `training.base_models`, `operations.build`, `inference`,
+`evaluation`, `methods.apa.aggregation`, `methods.influence.solver`).
 """
 
 

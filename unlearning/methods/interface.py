@@ -43,6 +43,11 @@ class Method(Protocol):
 
     name: str
     supports_influence: bool  # the approximate path can update its served adapters one by one
+    default_shards: int  # `erasure train` defaults
+    default_slices: int
+
+    def default_fields(self, slices: int) -> dict:
+        """Defaults of the method's own TrainConfig fields, given the slices chosen."""
 
     def plan(self, config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
         """The components on these records (sorted by record id; any splits)."""
@@ -69,6 +74,11 @@ class MeanOfAdapters:
 
     name = ""
     supports_influence = True  # an influence update of one adapter leaves the others valid
+    default_shards = 4
+    default_slices = 4
+
+    def default_fields(self, slices: int) -> dict:
+        return {}
 
     def plan(self, config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
         raise NotImplementedError

@@ -22,4 +22,5 @@ def plan(config: TrainConfig, partition: Partition, records: Sequence[StoredReco
 
 class Retrain(MeanOfAdapters):
     name = "retrain"
+    default_shards = default_slices = 1  # one adapter on everything
     plan = staticmethod(plan)

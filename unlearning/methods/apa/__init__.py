@@ -70,6 +70,7 @@ class Apa(MeanOfAdapters):
     columns and without erased validation rows."""
 
     name = "apa"
+    default_slices = 1  # one adapter per shard
     supports_influence = False  # the aggregator stores predictions of exactly its adapters
     plan = staticmethod(plan)
 

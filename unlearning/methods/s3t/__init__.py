@@ -113,6 +113,9 @@ class S3T(MeanOfAdapters):
     supports_influence = False  # stages train layer groups in sequence: one cannot be moved alone
     plan = staticmethod(plan)
 
+    def default_fields(self, slices: int) -> dict:
+        return {"budget": slices}  # one order per slice: each slice first in one order
+
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         aggregation = excluded_aggregation(version, erased)
         retained = set(OrderState.from_json(aggregation["s3t"]).retained_components())
