@@ -98,7 +98,7 @@ class Job(_Message):
     schema_: Literal["erasure.job/v1"] = Field(JOB_SCHEMA, alias="schema")
     job_id: NonEmpty = Field(default_factory=lambda: str(uuid.uuid4()))
     model: NonEmpty
-    shard: int = Field(ge=0)
+    shard: int = Field(ge=-1)  # -1: the model's components without a shard (APA's aggregator)
     request_ids: list[NonEmpty] = Field(min_length=1)
     created_at: Timestamp = Field(default_factory=utcnow)
 

@@ -10,8 +10,7 @@ import pytest
 
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
-from unlearning.operations import steps
-from unlearning.operations.context import Context
+from unlearning.operations.forget import forget
 from unlearning.operations.restore import Journal
 from unlearning.versions.lock import model_lock
 
@@ -65,12 +64,14 @@ def test_journal_roundtrip(tmp_path: Path) -> None:
     assert journal.read() == intent == {"base": 3, "shards": [1, 2], "requests": ["r1", "r2"], "jobs": ["j1"]}
     journal.clear()
     assert journal.read() is None
+    # a restore announced by an earlier release (one shard) is finished by this one
+    journal.path.write_text('{"base": 2, "shard": 1, "requests": ["r1"], "jobs": []}')
+    assert journal.read() == {"base": 2, "shards": [1], "requests": ["r1"], "jobs": []}
 
 
-def test_cli_steps_wait_for_the_pipelines_lock(tmp_path: Path) -> None:
-    """`erasure forget` makes versions through the pipeline's own steps, which take the same lock,
-    so it never interleaves with a pipeline retrain of the model (here its first step gets only
-    as far as finding no model, after the lock)."""
+def test_cli_forget_waits_for_the_pipelines_lock(tmp_path: Path) -> None:
+    """`erasure forget` makes versions too: it takes the same lock, so it never interleaves with
+    a pipeline retrain of the model (here it only gets as far as finding no model, after the lock)."""
     ws = Workspace(tmp_path)
     log: list[str] = []
     holder = _holder(ws, False, log, "pipeline", 0.5)
@@ -79,7 +80,7 @@ def test_cli_steps_wait_for_the_pipelines_lock(tmp_path: Path) -> None:
 
     def run() -> None:
         with pytest.raises(BadInput, match="no model"):
-            steps.settle_model(Context(ws), "m")
+            forget(ws, "m", "subject-1")
         outcome.append("forget done" if "pipeline out" in log else "forget ran inside the pipeline's lock")
 
     cli = threading.Thread(target=run)

@@ -69,3 +69,40 @@ def test_forget_and_verify(method: str, workspace: Workspace, records, write_jso
     if method == "s3t":
         served = newest.meta.aggregation.components
         assert served and all(cid in {c.id for c in newest.components} for cid in served)
+
+
+def test_forget_a_validation_subject_of_apa(workspace: Workspace, records, write_jsonl, mlflow_uri: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subject whose records only APA's aggregator holds (its validation pool): the exclusion
+    rewrites the aggregator without them, which restores the model; no adapter is retrained."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    assert run("data", "ingest", str(write_jsonl(records(subjects=16, per_subject=3)))).exit_code == 0
+    assert run("keys", "init").exit_code == 0
+    name = f"apa-{uuid.uuid4().hex[:8]}"
+    assert run("train", name, "--method", "apa", *METHODS["apa"], *TINY).exit_code == 0
+    first = ModelStore(workspace).get(name, 1)
+    with RecordStore.open(workspace) as store:
+        subject = store.subjects("valid")[0]
+        erased = set(store.commitments_of(subject))
+    assert any(first.component("aggregator").manifest().contains(c) for c in erased)
+    adapters = {c.id: c.weights_sha256 for c in first.components if c.meta.kind == "adapter"}
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # a certified model, but no registry now: refused before any effect
+    refused = run("forget", name, "--subject", subject)
+    assert refused.exit_code == 2 and "no mlflow endpoint" in refused.stderr
+    with RecordStore.open(workspace) as store:
+        assert subject in store.subjects("valid")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+
+    forgot = run("forget", name, "--subject", subject, "--json")
+    assert forgot.exit_code == 0, forgot.output
+    out = json.loads(forgot.stdout)
+    assert out["excluded_version"] is not None and out["restored_version"] is None and out["purged_versions"] == [1]
+    newest = ModelStore(workspace).get(name)
+    assert not any(c.manifest().contains(e) for c in newest.components for e in erased)
+    assert {c.id: c.weights_sha256 for c in newest.components if c.meta.kind == "adapter"} == adapters
+    verified = run("verify", f"models:/{name}@certified", "--json")
+    assert verified.exit_code == 0, verified.output
+    status = json.loads(run("status", out["request_id"], "--json").stdout)
+    assert status["stage"] == "restored" and status["models"][name]["shards"] == [-1]
+    assert status["models"][name]["restored"]["-1"]["version"] == out["excluded_version"]

@@ -40,6 +40,11 @@ def test_a_job_is_not_a_request() -> None:
     with pytest.raises(BadInput, match="was expected"):
         parse_request(job.to_bytes())
     assert parse(job.to_bytes()) == job
+    # shard -1: the model's components without a shard (APA's aggregator, when a validation subject goes)
+    aggregator_job = Job(model="m", shard=-1, request_ids=["r1"])
+    assert aggregator_job.key == b"m/-1" and parse(aggregator_job.to_bytes()) == aggregator_job
+    with pytest.raises(BadInput, match="shard"):
+        parse({**json.loads(job.to_bytes()), "shard": -2})
 
 
 def test_event_statuses_are_closed() -> None:

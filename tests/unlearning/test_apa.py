@@ -59,7 +59,7 @@ def build(workspace, store, name, records, reuse=None):
 def test_retrained_shard_adapter_equals_training_from_scratch(workspace, store):
     everything = store.records()
     v1 = build(workspace, store, "apa", everything)
-    assert v1.meta.aggregation.model_dump(exclude_none=True) == {"rule": "apa", "components": ["shard0-slice0", "shard1-slice0"],
+    assert v1.meta.aggregation.model_dump(exclude_unset=True) == {"rule": "apa", "components": ["shard0-slice0", "shard1-slice0"],
                                       "aggregator": "aggregator", "merge": "nd", "tau": 10.0, "neighbours": 3}
     pool = sorted(r.commitment for r in everything if r.split == "valid")
     assert pool and v1.component("aggregator").manifest().size == len(pool)

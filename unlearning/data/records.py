@@ -76,6 +76,8 @@ class StoredRecord(Record):
     split: str
     commitment: bytes
 
+NO_SHARD = -1  # provenance of a component without shard or slice (APA's aggregator pools every shard's subjects)
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -83,8 +85,8 @@ class Provenance:
     model: str
     version: int
     component: str
-    shard: int
-    slice: int
+    shard: int  # NO_SHARD for a component without one
+    slice: int  # NO_SHARD likewise
     split: str
 
 

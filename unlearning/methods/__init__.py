@@ -1,6 +1,6 @@
 """Unlearning methods: retrain, SISA, APA and S3T (exact); the influence update (approximate).
 
-Each method is one module or subpackage implementing `Method` (`unlearning.methods.base`);
+Each method is one module or subpackage implementing `Method` (`unlearning.methods.interface`);
 adding one means a subpackage and a line in `METHODS`. Nothing else asks which method a
 version has: call `get(name)`.
 """

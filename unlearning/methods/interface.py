@@ -84,7 +84,7 @@ class MeanOfAdapters:
         raise NotImplementedError
 
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
-        aggregation = version.meta.aggregation.model_dump(exclude_none=True)
+        aggregation = version.meta.aggregation.model_dump(exclude_unset=True)
         return Exclusion([c.id for c in version.components if c.id not in affected],
                          {**aggregation, "components": [c for c in version.aggregate if c not in affected]})
 

@@ -26,7 +26,7 @@ from ledger.manifest import Manifest
 from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning import methods
-from unlearning.data.records import Provenance, RecordStore, StoredRecord
+from unlearning.data.records import NO_SHARD, Provenance, RecordStore, StoredRecord
 from unlearning.methods.apa import aggregation, centroids
 from unlearning.methods.base import Plan
 from unlearning.methods.s3t.layer_groups import stage_layers, trainable_layers
@@ -158,8 +158,8 @@ def _provenance(plan: Plan, name: str, version: int) -> list[Provenance]:
 
 
 def _stored_position(position: int | None) -> int:
-    """Provenance rows hold integers: -1 for a component without shard or slice (APA's aggregator)."""
-    return -1 if position is None else position
+    """Provenance rows hold integers: NO_SHARD for a component without shard or slice (APA's aggregator)."""
+    return NO_SHARD if position is None else position
 
 
 def _log(workspace: Workspace, version: ModelVersion, trained: list[str]) -> None:

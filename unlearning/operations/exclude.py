@@ -10,7 +10,7 @@ from ledger import entries
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from unlearning import methods
-from unlearning.operations.affected import affected_components, erased_commitments
+from unlearning.operations.affected import affected_components, erased_by
 from unlearning.operations.context import Context
 from unlearning.operations.publish import publish
 from unlearning.operations.purge import purge
@@ -34,7 +34,7 @@ def exclude(ws: Workspace, version: ModelVersion, receipts: list[Receipt], attes
     affected = affected_components(version, receipts)
     if not affected and not attest:
         return None
-    exclusion = methods.get(version.meta.method).exclude(version, affected, erased_commitments(receipts))
+    exclusion = methods.get(version.meta.method).exclude(version, affected, erased_by(receipts))
     aggregation = exclusion.aggregation
     if not aggregation["components"]:
         return None

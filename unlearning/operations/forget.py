@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ledger.errors import BadInput
+from ledger.errors import BadInput, ServiceError
 from ledger.workspace import Workspace
 from unlearning.data.records import Record, RecordStore, StoredRecord
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations import steps
-from unlearning.operations.approximate import check_supported, latest_exact
+from unlearning.operations.approximate import check_supported
 from unlearning.operations.context import Context
+from unlearning.operations.publish import registry_unready
 from unlearning.operations.receive import (
     Receipt,
     check_trainable,
@@ -62,7 +63,8 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
     path always follows and supersedes it.
     """
     start = time.monotonic()
-    current = latest_exact(ws, name)  # BadInput for unknown models, before anything is logged
+    ctx = Context(ws)
+    current = _ready(ctx, name)  # BadInput for unknown models, before anything is logged
     request_id = request_id or default_request_id(ws, name, subject_id, record_ids)
     held: list[StoredRecord] = []  # the records as trained, for the approximate update (none left on a repeat)
     if lookup_receipt(ws, request_id) is None:
@@ -72,8 +74,6 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
                 _check_approximate(current, retrain)
                 held = [r for r in store.records("train")
                         if r.subject_id == subject_id and (not record_ids or r.record_id in record_ids)]
-    ctx = Context(ws)
-    steps.settle_model(ctx, name)  # a version trained without a registry at hand is certified first
     receipt = receive(ws, request_id, subject_id, record_ids, model=name)
     return _stages(ctx, name, receipt, held, [], approximate, retrain, progress, start)
 
@@ -89,7 +89,8 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
     old to the new content is published first, as in `forget`.
     """
     start = time.monotonic()
-    current = latest_exact(ws, name)
+    ctx = Context(ws)
+    current = _ready(ctx, name)
     old, new = correction(ws, record_id, prompt, answer)
     request_id = request_id or rectify_request_id(ws, name, new)
     receipt = logged_rectification(ws, request_id, old, new)
@@ -97,8 +98,6 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
         check_trainable([current.config], new)  # before any effect
         if approximate is not None:
             _check_approximate(current, retrain=True)
-    ctx = Context(ws)
-    steps.settle_model(ctx, name)
     receipt = receive_rectification(ws, request_id, old, new, name, receipt)
     first = old.commitment.hex() in receipt.commitments  # the old content is at hand (not a repeat)
     held_old, held_new = ([old], [new]) if approximate is not None and first else ([], [])
@@ -134,6 +133,18 @@ def _stages(ctx: Context, name: str, receipt: Receipt, old: list[StoredRecord], 
     result.purged_versions = sorted(purged)
     result.timings["total_s"] = _since(start)
     return result
+
+
+def _ready(ctx: Context, name: str) -> ModelVersion:
+    """The model's newest exact version, after finishing what a crash left (under the model's
+    lock, so a pipeline retrain of the model goes first) and certifying a version trained without
+    a registry at hand; BadInput (unknown model) or ServiceError (no keys, no registry) before
+    the request has any effect."""
+    current = steps.settle_model(ctx, name)
+    unready = registry_unready(ctx.ws)
+    if unready is not None:
+        raise ServiceError(unready)
+    return current
 
 
 def _check_approximate(version: ModelVersion, retrain: bool) -> None:

@@ -106,13 +106,6 @@ def registry_unready(ws: Workspace) -> str | None:
     return None
 
 
-def certify_first(ws: Workspace, registry: Registry, current: ModelVersion) -> None:
-    """Publish a version trained without a registry at hand before anything builds on it."""
-    if not (bundle_dir(ws, current.name, current.version) / ENVELOPE_FILE).exists():
-        publish(ws, registry, current, [])  # trained without a registry at hand: certify it first
-
-
-
 def registration(ws: Workspace, version: ModelVersion) -> tuple[int, str]:
     """(registry version, certificate sha256) of a published version, from the ledger."""
     sha = hashlib.sha256((bundle_dir(ws, version.name, version.version) / ENVELOPE_FILE).read_bytes()).hexdigest()

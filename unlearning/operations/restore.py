@@ -17,8 +17,8 @@ from ledger import entries
 from ledger.log import open_ledger
 from ledger.manifest import Manifest
 from ledger.workspace import Workspace
-from unlearning.data.records import RecordStore
-from unlearning.operations.affected import affected_components, erased_commitments
+from unlearning.data.records import NO_SHARD, RecordStore
+from unlearning.operations.affected import affected_components, erased_by
 from unlearning.operations.context import Context
 from unlearning.operations.publish import publish
 from unlearning.operations.purge import purge
@@ -41,7 +41,7 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
     from unlearning.operations.build import build_version, engine_for
 
     config = clean.config
-    erased = erased_commitments(receipts)
+    erased = erased_by(receipts)
     with RecordStore.open(ws) as store:
         # every split: APA's aggregator pools the validation records (plan() picks per method)
         records = [r for r in store.records() if r.commitment not in erased]
@@ -93,11 +93,12 @@ class Journal:
 def serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> bool:
     """Does `version` serve `shard` with none of the erased records (nothing left to retrain)?
     S3T after an exclusion does (another order's valid prefix), as does a shard an earlier
-    coalesced retrain already rebuilt."""
-    shard_of = {c.id: c.meta.shard for c in version.components}
-    affected = affected_components(version, receipts)
-    return (any(shard_of[c] == shard for c in version.aggregate)
-            and not any(shard_of[c] == shard for c in affected))
+    coalesced retrain already rebuilt, and `NO_SHARD` once the exclusion rewrote APA's
+    aggregator without the records."""
+    shard_of = {c.id: NO_SHARD if c.meta.shard is None else c.meta.shard for c in version.components}
+    if any(shard_of[c] == shard for c in affected_components(version, receipts)):
+        return False
+    return shard == NO_SHARD or any(shard_of[c] == shard for c in version.aggregate)
 
 
 def finish_restore(ctx: Context, version: ModelVersion, intent: dict,
@@ -113,7 +114,11 @@ def finish_restore(ctx: Context, version: ModelVersion, intent: dict,
 
 
 def log_restored(ctx: Context, version: ModelVersion, registry_version: int, sha: str, intent: dict) -> None:
+    """`request_restored` per request and restored shard that the request's plan named."""
     with open_ledger(ctx.ws) as ledger:
-        ledger.append_many([entries.request_restored(r, version.name, shard, version.version, registry_version, sha,
-                                                     intent["jobs"], ctx.instance)
-                            for r in intent["requests"] for shard in intent["shards"]])
+        planned = {r: entries.read(ledger, entries.planned_key(r)) for r in intent["requests"]}
+        ledger.append_many([
+            entries.request_restored(r, version.name, shard, version.version, registry_version, sha, intent["jobs"],
+                                     ctx.instance)
+            for r in intent["requests"] for shard in intent["shards"]
+            if planned[r] is None or shard in planned[r]["models"].get(version.name, [])])

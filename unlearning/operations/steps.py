@@ -40,21 +40,21 @@ class ExclusionPending(ServiceError):
 
 
 @dataclass
-class Exclusion:
+class ExclusionOutcome:
     outcome: str  # one line for logs
     registered: RegisteredVersion | None = None  # the certified exclusion version, if one was made now
     purged: list[int] = field(default_factory=list)  # local versions purged
 
 
 @dataclass
-class Restoration:
+class RestoreOutcome:
     outcome: str
     registered: RegisteredVersion | None = None  # the certified retrained version, if one was made now
     purged: list[int] = field(default_factory=list)
 
 
 @dataclass
-class Approximation:
+class ApproximationOutcome:
     reason: str  # logged in `request_approximated`
     registered: RegisteredVersion | None = None
     report: dict = field(default_factory=dict)  # per updated component: the solver's report
@@ -69,18 +69,19 @@ def settle_model(ctx: Context, name: str) -> ModelVersion:
 
 def plan(ctx: Context, requests: Sequence[tuple[str, Sequence[str], Receipt]]) -> dict[str, dict[str, list[int]]]:
     """Per (request id, models in scope, receipt): model -> the shards that trained on its records;
-    logged as `request_planned`.
+    logged as `request_planned`. Shard -1 (`NO_SHARD`) stands for the components without a shard
+    (APA's aggregator, whose validation pool may hold the records): they are excluded like a
+    shard, and restored by that exclusion.
 
     From the record store's provenance, not the newest version's manifests: a record's shard
     never changes, and a restore running meanwhile may already have dropped the shard from the
-    newest version. Shard -1 (a component without shard, APA's aggregator) is left out: every
-    restore rebuilds those.
+    newest version.
     """
     plans = {}
     with RecordStore.open(ctx.ws) as store:
         for request_id, scope, receipt in requests:
             rows = store.provenance(bytes.fromhex(c) for c in receipt.commitments)
-            shards = {m: sorted({p.shard for p in rows if p.model == m and p.shard >= 0}) for m in scope}
+            shards = {m: sorted({p.shard for p in rows if p.model == m}) for m in scope}
             plans[request_id] = {m: s for m, s in shards.items() if s}
     with open_ledger(ctx.ws) as ledger:
         ledger.append_many([entries.request_planned(rid, plan) for rid, plan in plans.items()])
@@ -88,7 +89,7 @@ def plan(ctx: Context, requests: Sequence[tuple[str, Sequence[str], Receipt]]) -
 
 
 def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredRecord], new: list[Record],
-                settings: SolverSettings) -> Approximation:
+                settings: SolverSettings) -> ApproximationOutcome:
     """Publish the APPROXIMATE influence update of `model` for one received request (`old`: its
     records as trained, held in memory before the store shredded or replaced them; `new`: their
     corrections), and log `request_approximated`. Nothing is published when no served adapter
@@ -98,14 +99,14 @@ def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredReco
         try:
             update = influence_version(ctx.ws, current, old, new, [receipt], settings)
         except BadInput as err:
-            result = Approximation(f"no approximate update: {err}", error=str(err))
+            result = ApproximationOutcome(f"no approximate update: {err}", error=str(err))
         else:
             if update is None:
-                result = Approximation("no approximate update: no served adapter was trained on the records")
+                result = ApproximationOutcome("no approximate update: no served adapter was trained on the records")
             else:
                 registered = publish(ctx.ws, ctx.registry, update.version, [], parent=current,
                                      approximation=update.approximation)
-                result = Approximation("APPROXIMATE influence update; the exact path follows", registered,
+                result = ApproximationOutcome("APPROXIMATE influence update; the exact path follows", registered,
                                        {cid: s.report() for cid, s in update.solutions.items()})
     registered = result.registered
     with open_ledger(ctx.ws) as ledger:
@@ -115,34 +116,34 @@ def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredReco
     return result
 
 
-def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> Exclusion:
+def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> ExclusionOutcome:
     """One exact exclusion version of `model` for every request not yet excluded there, certified
     and aliased (`request_excluded`), also when an earlier exclusion already removed its shard (so
     every request gets a certificate naming it). When nothing servable would remain, the
     registered versions holding the records are purged and `exclusion_deferred` says the retrain
     restores service."""
     if not _not_excluded(ctx, model, request_ids):
-        return Exclusion("already excluded")
+        return ExclusionOutcome("already excluded")
     with model_lock(ctx.ws, model, urgent=True):
         current = settle(ctx, model)
         pending = _not_excluded(ctx, model, request_ids)
         if not pending:
-            return Exclusion("already excluded")
+            return ExclusionOutcome("already excluded")
         receipts = _receipts(ctx, pending)
         excluded = exclude(ctx.ws, current, receipts, attest=True)
         if excluded is not None:
             registered, purged = finish_exclusion(ctx, excluded, receipts, current)
-            return Exclusion(f"excluded in v{excluded.version}", registered, purged)
+            return ExclusionOutcome(f"excluded in v{excluded.version}", registered, purged)
         purge(ctx.ws, ctx.registry, model, receipts, local=False)
         reason = (f"excluding the affected shards would leave {model} nothing to serve: its registered "
                   "versions holding the records are purged, and the retrain restores it")
         with open_ledger(ctx.ws) as ledger:
             ledger.append_many([entries.exclusion_deferred(r, model, reason) for r in pending])
-        return Exclusion("nothing left to serve until the retrain")
+        return ExclusionOutcome("nothing left to serve until the retrain")
 
 
 def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_ids: list[str],
-                     jobs: Sequence[str] = (), progress=None) -> Restoration:  # type: ignore[no-untyped-def]
+                     jobs: Sequence[str] = (), progress=None) -> RestoreOutcome:  # type: ignore[no-untyped-def]
     """Rebuild `shards` of `model` without the requests' records (one coalesced retrain from the
     model's newest version, which holds every other shard's latest state), certify it and log
     `request_restored` per request and shard. A shard the newest version already serves without
@@ -150,7 +151,7 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
     only its entries. Raises ExclusionPending until the requests' exclusion is logged: the fast
     path goes first and the retrain never races it."""
     if not _unrestored(ctx, model, shards, request_ids):
-        return Restoration("already restored")
+        return RestoreOutcome("already restored")
     with open_ledger(ctx.ws) as ledger:  # an exclusion that failed for good: the retrain is the way out
         if any(ledger.find(entries.excluded_key(r, model)) is None and ledger.find(entries.failed_key(r)) is None
                for r in request_ids):
@@ -159,7 +160,7 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
         newest = settle(ctx, model)
         todo = _unrestored(ctx, model, shards, request_ids)
         if not todo:
-            return Restoration("already restored")
+            return RestoreOutcome("already restored")
         pending = sorted({r for rids in todo.values() for r in rids})
         receipts = _receipts(ctx, pending)
         clean = [s for s in todo if serves_clean(newest, s, receipts)]
@@ -168,11 +169,11 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
             log_restored(ctx, newest, registry_version, sha, {"shards": clean, "requests": pending, "jobs": list(jobs)})
         dirty = [s for s in todo if s not in clean]
         if not dirty:
-            return Restoration(f"already served without the records in v{newest.version}")
+            return RestoreOutcome(f"already served without the records in v{newest.version}")
         intent = Journal(ctx.ws, model).write(newest.version, dirty, pending, list(jobs))
         version = restore(ctx.ws, newest, receipts, shards=set(dirty), progress=progress)
         registered, purged = finish_restore(ctx, version, intent, newest)
-        return Restoration(f"restored v{version.version}", registered, purged)
+        return RestoreOutcome(f"restored v{version.version}", registered, purged)
 
 
 def _receipts(ctx: Context, request_ids: list[str]) -> list[Receipt]:

@@ -3,7 +3,7 @@
 A version's metadata is read by the operations, inference, verification (on an auditor's
 machine, from a bundle) and the CLI; one typed model gives them all the same fields and
 refuses a file with a missing, unknown or mistyped field with one clear error instead of a
-KeyError somewhere downstream. Written with None fields left out, read with them defaulted.
+KeyError somewhere downstream. Optional fields absent from a file read as None.
 Nothing here imports torch.
 """
 
@@ -87,8 +87,9 @@ class VersionMeta(_Strict):
     operation: Operation | None = None
 
     def fields(self) -> dict[str, Any]:
-        """The fields a derived version inherits (everything but its identity and components)."""
-        return self.model_dump(mode="json", exclude_none=True,
+        """The fields a derived version inherits: all but its identity, its components and what
+        made it (`parent_version`, `operation`: the derived version sets its own)."""
+        return self.model_dump(mode="json", exclude_unset=True,
                                exclude={"name", "version", "components", "created_at", "parent_version", "operation"})
 
 
@@ -108,6 +109,7 @@ def read_meta(path: Path, kind: type[Meta]) -> Meta:
 
 
 def write_meta(path: Path, meta: BaseModel) -> None:
-    """Write with sorted keys, None fields left out (so an added optional field changes no old file)."""
-    data = meta.model_dump(mode="json", exclude_none=True)
+    """Write with sorted keys and only the fields that were set (an explicit None stays null, an
+    optional field nobody set stays absent), so the files keep the format earlier releases wrote."""
+    data = meta.model_dump(mode="json", exclude_unset=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

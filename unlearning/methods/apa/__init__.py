@@ -77,7 +77,7 @@ class Apa(MeanOfAdapters):
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         from unlearning.methods.apa.aggregation import Aggregator
 
-        aggregation = version.meta.aggregation.model_dump(exclude_none=True)
+        aggregation = version.meta.aggregation.model_dump(exclude_unset=True)
         pool_id = aggregation["aggregator"]
         aggregator = (Aggregator.load(version.component(pool_id).path).without_records(erased)
                       .without_adapters(affected - {pool_id}))

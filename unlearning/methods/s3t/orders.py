@@ -119,4 +119,5 @@ def excluded_aggregation(version: "ModelVersion", erased: Iterable[bytes]) -> di
     """`model.json`'s aggregation after an exact exclusion of these commitments: the truncated
     order state and, per shard, the stage now served (keep `state.retained_components()`)."""
     state = truncate(version, erased)
-    return {**version.meta.aggregation.model_dump(exclude_none=True), "components": state.active_components(), "s3t": state.to_json()}
+    aggregation = version.meta.aggregation.model_dump(exclude_unset=True)
+    return {**aggregation, "components": state.active_components(), "s3t": state.to_json()}
