@@ -1,4 +1,4 @@
-"""The model lock (one writer per model, exclusions first) and the restore journal."""
+"""The model lock (one writer per model, exclusions first) and the restore journal (`unlearning.operations.restore`)."""
 
 from __future__ import annotations
 
