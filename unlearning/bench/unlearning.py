@@ -590,8 +590,8 @@ def _s3t_active_equal(version: ModelVersion, full: dict[int, ModelVersion], trai
     trained the order in full) with the layer groups after the valid prefix deactivated."""
     import torch
 
-    from unlearning.methods.s3t.layer_groups import active_weights
     from unlearning.methods.s3t.orders import order_state, stage_id
+    from unlearning.training.layer_groups import active_weights
 
     config = version.config
     engine = scorer.engine(version)

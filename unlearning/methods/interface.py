@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ledger.errors import BadInput
 from unlearning.data.partition import Partition
 from unlearning.data.records import StoredRecord
-from unlearning.methods.base import Plan
+from unlearning.methods.base import ComponentSpec, Plan
 from unlearning.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from unlearning.training.engine import Engine
-    from unlearning.versions.store import ModelVersion
+    from unlearning.versions.metadata import VersionMeta
+    from unlearning.versions.store import Draft, ModelVersion
 
 Check = tuple[str, Callable[[], str]]  # a named verification step: returns its detail, raises VerificationFailed
 Scorer = Callable[[list[list[int]], "Progress | None"], list[float]]  # token ids -> P(Yes) per input
@@ -49,8 +52,23 @@ class Method(Protocol):
     def default_fields(self, slices: int) -> dict:
         """Defaults of the method's own TrainConfig fields, given the slices chosen."""
 
+    def partition(self, config: TrainConfig, keyed: Partition, engine: "Engine") -> Partition:
+        """The partition a new model is planned with (APA may fit public centroids)."""
+
+    def version_partition(self, meta: "VersionMeta", keyed: Partition) -> Partition:
+        """The partition a version was planned with, for re-planning it (unlearning, replay)."""
+
     def plan(self, config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
         """The components on these records (sorted by record id; any splits)."""
+
+    def build_computed(self, engine: "Engine", draft: "Draft", plan: Plan, spec: ComponentSpec,
+                       reuse: "ModelVersion | None", environment: dict, progress: "Progress | None") -> bool:
+        """Write a component that is computed, not trained (kind other than adapter: APA's
+        aggregator) into the draft, reusing `reuse`'s copy when still right; True if it changed."""
+
+    def replay_computed(self, engine: "Engine", version: "ModelVersion", spec: ComponentSpec,
+                        directory: Path) -> str:
+        """Recompute such a component from scratch into `directory`; the digest of its main file."""
 
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         """The exact exclusion of the `affected` components (which hold `erased` commitments)."""
@@ -80,8 +98,22 @@ class MeanOfAdapters:
     def default_fields(self, slices: int) -> dict:
         return {}
 
+    def partition(self, config: TrainConfig, keyed: Partition, engine: "Engine") -> Partition:
+        return keyed
+
+    def version_partition(self, meta: "VersionMeta", keyed: Partition) -> Partition:
+        return keyed
+
     def plan(self, config: TrainConfig, partition: Partition, records: Sequence[StoredRecord]) -> Plan:
         raise NotImplementedError
+
+    def build_computed(self, engine: "Engine", draft: "Draft", plan: Plan, spec: ComponentSpec,
+                       reuse: "ModelVersion | None", environment: dict, progress: "Progress | None") -> bool:
+        raise BadInput(f"method {self.name} plans no component of kind {spec.kind!r}")
+
+    def replay_computed(self, engine: "Engine", version: "ModelVersion", spec: ComponentSpec,
+                        directory: Path) -> str:
+        raise BadInput(f"method {self.name} plans no component of kind {spec.kind!r}")
 
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         aggregation = version.meta.aggregation.model_dump(exclude_unset=True)

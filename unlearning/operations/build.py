@@ -6,9 +6,9 @@ inputs are unchanged (same config, same manifest, reused parent) is taken over f
 earlier version, so the first changed component resumes from the last clean checkpoint.
 That is SISA unlearning, and it is exact: the result equals a from-scratch build.
 
-S3T stages train only their layer group (`train_component`); APA's aggregator is computed,
-not trained, and keeps every row and prediction column of the reused version that is still
-right (`unlearning.methods.apa.aggregation`).
+S3T stages train only their layer group (`train_component`); a component that is computed,
+not trained (APA's aggregator), is the method's to build (`Method.build_computed`), keeping
+what of the reused version is still right.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning import methods
 from unlearning.data.records import NO_SHARD, Provenance, RecordStore, StoredRecord
-from unlearning.methods.apa import aggregation, centroids
 from unlearning.methods.base import Plan
-from unlearning.methods.s3t.layer_groups import stage_layers, trainable_layers
 from unlearning.training.base_models import load_base
 from unlearning.training.checkpoint import TrainingState
 from unlearning.training.config import TrainConfig
 from unlearning.training.engine import Engine, Example, environment
-from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE
-from unlearning.versions.store import Component, Draft, ModelStore, ModelVersion
+from unlearning.training.layer_groups import stage_layers, trainable_layers
+from unlearning.versions.layout import ADAPTER_FILE
+from unlearning.versions.store import Component, ModelStore, ModelVersion
 
 
 def engine_for(config: TrainConfig, expected_base: dict | None = None) -> Engine:
@@ -58,9 +57,7 @@ def train_model(workspace: Workspace, name: str, config: TrainConfig, progress: 
         if not any(r.split == "train" for r in records):
             raise BadInput("no training records: ingest some with `erasure data ingest`")
         engine = engine_for(config)
-        partition = (centroids.fit(engine, store.partition, config.catalogue, config.shards)
-                     if config.partition == "public-centroid" else store.partition)
-        plan = methods.plan(config, partition, records)
+        plan = methods.plan(config, methods.get(config.method).partition(config, store.partition, engine), records)
         return build_version(workspace, store, name, plan, engine, progress=progress)
 
 
@@ -78,8 +75,8 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
     reused: set[str] = set()
     with ModelStore(workspace).draft(name) as draft:
         for spec in plan.components:
-            if spec.kind == "aggregator":
-                if _build_aggregator(engine, draft, plan, spec, reuse, env, progress):
+            if spec.kind != "adapter":  # computed from the adapters before it (APA's aggregator)
+                if methods.get(config.method).build_computed(engine, draft, plan, spec, reuse, env, progress):
                     trained.append(spec.id)
                 continue
             old = _reusable(reuse, spec, reused, env)
@@ -115,21 +112,6 @@ def train_component(engine: Engine, spec: methods.ComponentSpec, state: Training
         return engine.train(state, examples, spec.samples, spec.id, progress)
     with trainable_layers(engine, stage_layers(engine, spec.group)):
         return engine.train(replace(state, optimizer=None, scheduler=None), examples, spec.samples, spec.id, progress)
-
-
-def _build_aggregator(engine: Engine, draft: Draft, plan: Plan, spec: methods.ComponentSpec,
-                      reuse: ModelVersion | None, env: dict, progress: Progress | None) -> bool:
-    """APA's aggregator for the plan's pool and the draft's adapters, keeping the rows and
-    prediction columns of `reuse`'s aggregator that are still right. True if anything changed."""
-    adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter()) for cid in plan.aggregate]
-    old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta.components else None
-    previous = aggregation.Aggregator.load(old.path) if old and old.meta.environment == env else None
-    aggregator = aggregation.build(engine, spec.records, adapters, previous, progress)
-    if previous is not None and (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters):
-        draft.reuse_component(old)
-        return False
-    draft.write_aggregator(spec.id, aggregator, env)
-    return True
 
 
 def _reusable(reuse: ModelVersion | None, spec: methods.ComponentSpec, reused: set[str],
@@ -197,14 +179,12 @@ def replay_component(workspace: Workspace, version: ModelVersion, component_id: 
     manifest = component.manifest()
     with RecordStore.open(workspace) as store:
         retained: list[StoredRecord] = [r for r in store.records() if manifest.contains(r.commitment)]
-        plan = methods.plan(version.config, centroids.version_partition(version.meta, store.partition), retained)
+        method = methods.get(version.meta.method)
+        plan = methods.plan(version.config, method.version_partition(version.meta, store.partition), retained)
     engine = engine_for(version.config, expected_base=version.meta.base)
     with tempfile.TemporaryDirectory() as tmp:
-        if component.meta.kind == "aggregator":  # recomputed from the version's own adapters
-            adapters = [(cid, version.component(cid).weights_sha256, version.component(cid).adapter())
-                        for cid in version.aggregate]
-            aggregation.build(engine, plan.component(component_id).records, adapters, progress=progress).save(Path(tmp))
-            replayed = file_sha256(Path(tmp) / AGGREGATOR_FILE)
+        if component.meta.kind != "adapter":  # computed, not trained (APA's aggregator)
+            replayed = method.replay_computed(engine, version, plan.component(component_id), Path(tmp))
         else:
             examples = {e.record_id: e for e in engine.encode(retained)}
             state = engine.initial_state()

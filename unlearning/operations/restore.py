@@ -37,7 +37,6 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
     Components without a shard (aggregators) are always brought up to date.
     """
     from unlearning import methods
-    from unlearning.methods.apa import centroids
     from unlearning.operations.build import build_version, engine_for
 
     config = clean.config
@@ -45,7 +44,8 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
     with RecordStore.open(ws) as store:
         # every split: APA's aggregator pools the validation records (plan() picks per method)
         records = [r for r in store.records() if r.commitment not in erased]
-        plan = methods.plan(config, centroids.version_partition(clean.meta, store.partition), records)
+        partition = methods.get(config.method).version_partition(clean.meta, store.partition)
+        plan = methods.plan(config, partition, records)
         if shards is not None:
             present = {c.id: c.manifest_root for c in clean.components}
 

@@ -13,12 +13,12 @@ from cli.app import app
 from ledger.errors import BadInput
 from unlearning import methods
 from unlearning.data.records import RecordStore
-from unlearning.methods.s3t.layer_groups import active_weights, group_layers, layer_of, require_zero_b, trainable_layers
 from unlearning.methods.s3t.orders import excluded_aggregation, order_state, stage_id, truncate
 from unlearning.operations.build import build_version
 from unlearning.training.base_models import load_base
 from unlearning.training.config import TrainConfig
 from unlearning.training.engine import Engine
+from unlearning.training.layer_groups import active_weights, group_layers, layer_of, require_zero_b, trainable_layers
 
 # The tiny base has 2 layers: 2 slices x 1 layer per group, both cyclic orders.
 CONFIG = TrainConfig(method="s3t", base="tiny", shards=1, slices=2, layers_per_group=1, budget=2, epochs=1,

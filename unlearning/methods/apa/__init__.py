@@ -15,19 +15,25 @@ recomputes only their stored predictions; erasing a validation subject drops its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.errors import BadInput
+from ledger.statement import file_sha256
 from unlearning.data.partition import Partition, by_shard
 from unlearning.data.records import StoredRecord
 from unlearning.methods.apa.centroids import ItemCentroidPartition
 from unlearning.methods.base import ComponentSpec, Plan, component_id, samples_for
 from unlearning.methods.interface import Check, Exclusion, MeanOfAdapters, Scorer
 from unlearning.training.config import TrainConfig
+from unlearning.versions.layout import AGGREGATOR_FILE
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from unlearning.training.engine import Engine
-    from unlearning.versions.store import ModelVersion
+    from unlearning.versions.metadata import VersionMeta
+    from unlearning.versions.store import Draft, ModelVersion
 
 AGGREGATOR = "aggregator"
 
@@ -73,6 +79,44 @@ class Apa(MeanOfAdapters):
     default_slices = 1  # one adapter per shard
     supports_influence = False  # the aggregator stores predictions of exactly its adapters
     plan = staticmethod(plan)
+
+    def partition(self, config: TrainConfig, keyed: Partition, engine: "Engine") -> Partition:
+        from unlearning.methods.apa.centroids import fit
+
+        return fit(engine, keyed, config.catalogue, config.shards) if config.partition == "public-centroid" else keyed
+
+    def version_partition(self, meta: "VersionMeta", keyed: Partition) -> Partition:
+        from unlearning.methods.apa.centroids import version_partition
+
+        return version_partition(meta, keyed)
+
+    def build_computed(self, engine: "Engine", draft: "Draft", plan: Plan, spec: ComponentSpec,
+                       reuse: "ModelVersion | None", environment: dict, progress: "Progress | None") -> bool:
+        """The aggregator for the plan's pool and the draft's adapters, keeping the rows and
+        prediction columns of `reuse`'s aggregator that are still right."""
+        from unlearning.methods.apa.aggregation import Aggregator, build
+
+        adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter())
+                    for cid in plan.aggregate]
+        old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta.components else None
+        previous = Aggregator.load(old.path) if old and old.meta.environment == environment else None
+        aggregator = build(engine, spec.records, adapters, previous, progress)
+        if old is not None and previous is not None and \
+                (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters):
+            draft.reuse_component(old)
+            return False
+        draft.write_aggregator(spec.id, aggregator, environment)
+        return True
+
+    def replay_computed(self, engine: "Engine", version: "ModelVersion", spec: ComponentSpec,
+                        directory: Path) -> str:
+        """The aggregator recomputed from the version's own adapters."""
+        from unlearning.methods.apa.aggregation import build
+
+        adapters = [(cid, version.component(cid).weights_sha256, version.component(cid).adapter())
+                    for cid in version.aggregate]
+        build(engine, spec.records, adapters).save(directory)
+        return file_sha256(directory / AGGREGATOR_FILE)
 
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         from unlearning.methods.apa.aggregation import Aggregator

@@ -1,4 +1,4 @@
-"""S3T's LoRA layer groups: which parameters a stage trains, and deactivation.
+"""LoRA layer groups (S3T's stages): which parameters a stage trains, and deactivation.
 
 Group t holds the `per_group` transformer layers `N-1-(t*per_group + i)` (top-down, as in
 the S3T code). Stage t trains only group t's LoRA parameters; every other parameter, LoRA
