@@ -57,7 +57,7 @@ from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.affected import affected_components
 from unlearning.operations.exclude import exclude
 from unlearning.operations.receive import Request, receive_many
-from unlearning.operations.restore import restore
+from unlearning.operations.restore import restore, serves_clean
 from unlearning.training.config import TrainConfig
 from unlearning.versions.store import ModelStore, ModelVersion
 
@@ -559,11 +559,11 @@ def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
     compliance_s = time.perf_counter() - started
     shards = None  # None: every shard the erasures changed
     if excluded is not None:
+        # the service's rule: retrain the affected shards the exclusion does not serve clean (S3T
+        # serves another order's valid prefix until a shard has none left)
+        hit = {c.meta.shard for c in clean.components if c.id in affected_components(clean, receipts)}
         clean = excluded
-        if excluded.meta.aggregation.s3t is not None:  # S3T retrains only shards left without a valid order
-            from unlearning.methods.s3t.orders import order_state
-
-            shards = set(order_state(excluded.meta).exhausted_shards())
+        shards = {s for s in hit if s is not None and not serves_clean(excluded, s, receipts)}
     restored = restore(run.ws, clean, run.receipts, shards=shards) if affected and shards != set() else None
     unlearn_s = time.perf_counter() - started
     if excluded is None:  # nothing exact could be served before the retrain (retrain, or every shard hit)
