@@ -6,13 +6,14 @@ import typer
 
 from cli.output import print_json
 from ledger.workspace import Workspace
-from unlearning import methods
-from unlearning.versions.store import ModelStore
 
 app = typer.Typer(help="Inspect trained models and their components.", no_args_is_help=True)
 
 
 def version_summary(name: str, version: int | None = None) -> dict:
+    from unlearning import methods
+    from unlearning.versions.store import ModelStore
+
     v = ModelStore(Workspace.from_env()).get(name, version)
     summary = {
         "name": v.name, "version": v.version, "method": v.meta.method, "base": v.meta.base["name"],

@@ -15,9 +15,7 @@ from cli.models import print_components, version_summary
 from cli.output import fail, print_json
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
-from unlearning import methods
 from unlearning.training.config import TrainConfig
-from unlearning.versions.store import ModelStore
 
 JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
 VERSION = typer.Option(None, "--version", help="Model version (default: the newest).")
@@ -79,6 +77,7 @@ def train(
     as_json: bool = JSON_OUT,
 ) -> None:
     """Train version 1 of a LoRA model on the store's training records and print its components."""
+    from unlearning import methods
     from unlearning.operations.build import train_model
     from unlearning.training.base_models import TINY
     from unlearning.training.engine import bf16_supported
@@ -144,6 +143,7 @@ def evaluate(
     """AUC and accuracy on held-out subjects, beside the history-positivity baseline AUC."""
     from unlearning.data.records import RecordStore
     from unlearning.evaluation import evaluate as run
+    from unlearning.versions.store import ModelStore
 
     workspace = Workspace.from_env()
     model = ModelStore(workspace).get(name, version)
@@ -170,6 +170,7 @@ def predict(
 ) -> None:
     """P(Yes) for one prompt (mean over the aggregated components)."""
     from unlearning.inference import Predictor
+    from unlearning.versions.store import ModelStore
 
     model = ModelStore(Workspace.from_env()).get(name, version)
     p_yes = Predictor(model).p_yes([prompt])[0]
@@ -187,6 +188,7 @@ def replay(
 ) -> None:
     """Retrain a component from the retained records and compare digests (exit 0 equal, 1 different)."""
     from unlearning.operations.build import replay_component
+    from unlearning.versions.store import ModelStore
 
     workspace = Workspace.from_env()
     model = ModelStore(workspace).get(name, version)

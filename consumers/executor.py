@@ -3,9 +3,10 @@
 Jobs of one model/shard that arrive within `window_s` of the first are coalesced into one
 retrain, the restore step (`unlearning.operations.steps.restore_requests`): under the model's
 lock it first finishes anything a crash left (`settle`), then restores the shard from the
-model's newest version, which already holds every other shard's latest state. A job whose requests are all restored for the shard is done; a shard
-that the newest version already serves without the records (an earlier coalesced retrain
-covered it) needs no retrain, only its ledger entries.
+model's newest version, which already holds every other shard's latest state. A job whose
+requests are all restored for the shard is done; a shard that the newest version already
+serves without the records (an earlier coalesced retrain covered it) needs no retrain, only
+its ledger entries.
 
 A retrain waits until its requests' exclusion is logged (`ExclusionPending`, retried): the fast
 path goes first and the retrain never races it.

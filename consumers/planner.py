@@ -42,13 +42,7 @@ from unlearning.operations import steps
 from unlearning.operations.approximate import latest_exact
 from unlearning.operations.context import Context
 from unlearning.operations.receive import (
-    Receipt,
-    Request,
-    check_trainable,
-    correction,
-    logged_rectification,
-    receive_many,
-    receive_rectification,
+    Receipt, Request, check_trainable, correction, logged_rectification, receive_many, receive_rectification,
 )
 
 
@@ -74,7 +68,7 @@ class Planner(Batching):
                 outbox.send(self.topics.dlq, message.key, message.value or b"", [
                     ("erasure.reason", str(err).encode()),
                     ("erasure.source", f"{message.topic}/{message.partition}/{message.offset}".encode())])
-        models = self.ctx.model_names()
+        models = self.ctx.models.names()
         valid = []
         for message, req in parsed:
             if req.model is not None and req.model not in models:

@@ -36,12 +36,6 @@ def timing(ledger: Ledger, request_id: str) -> dict:
     return {"requested_at": source.get("requested_at"), "deadline": source.get("deadline")}
 
 
-def planned_shards(ledger: Ledger, request_id: str) -> dict[str, list[int]]:
-    """model -> shards that held the request's records, as planned."""
-    planned = entries.read(ledger, entries.planned_key(request_id))
-    return planned["models"] if planned else {}
-
-
 @dataclass
 class Outbox:
     """What one unit of work sends: events, jobs, DLQ copies; the consumer loop sends them in the
@@ -116,7 +110,7 @@ def restored_events(ws: Workspace, name: str, request_ids: list[str], outbox: Ou
     """A `restored` event for each request whose every planned shard of `name` is restored."""
     with open_ledger(ws) as ledger:
         for r in request_ids:
-            shards = planned_shards(ledger, r).get(name, [])
+            shards = entries.planned_shards(ledger, r).get(name, [])
             restored = [entries.read(ledger, entries.restored_key(r, name, s)) for s in shards]
             if not shards or any(e is None for e in restored):
                 continue

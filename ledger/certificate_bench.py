@@ -13,16 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import entries
 from ledger.certificate import (
-    ENVELOPE_FILE,
-    ComponentClaim,
-    Erasure,
-    ManifestRef,
-    Predicate,
-    cite,
-    log_certificate,
-    non_membership_proofs,
-    sign_certificate,
-    verify_certificate,
+    ENVELOPE_FILE, ComponentClaim, Erasure, ManifestRef, Predicate, cite, log_certificate, non_membership_proofs,
+    sign_certificate, verify_certificate,
 )
 from ledger.keys import RoleTrust, Trust
 from ledger.log import Ledger

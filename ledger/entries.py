@@ -87,6 +87,12 @@ def read(ledger: Any, key: str) -> dict | None:
     return None if index is None else {**json.loads(ledger.entry(index)), "index": index}
 
 
+def planned_shards(ledger: Any, request_id: str) -> dict[str, list[int]]:
+    """model -> the shards that held the request's records, as planned (empty: not planned)."""
+    planned = read(ledger, planned_key(request_id))
+    return planned["models"] if planned else {}
+
+
 # requests and their stages
 
 def request_received(request_id: str, kind: str, subject_tag: str, model: str | None, commitments: list[str],

@@ -8,17 +8,8 @@ from pathlib import Path
 import pytest
 
 from ledger.certificate import (
-    ENVELOPE_FILE,
-    TLOG_PROOF_FILE,
-    ComponentClaim,
-    Erasure,
-    ManifestRef,
-    Predicate,
-    cite,
-    log_certificate,
-    non_membership_proofs,
-    sign_certificate,
-    verify_certificate,
+    ENVELOPE_FILE, TLOG_PROOF_FILE, ComponentClaim, Erasure, ManifestRef, Predicate, cite, log_certificate,
+    non_membership_proofs, sign_certificate, verify_certificate,
 )
 from ledger.errors import BadInput
 from ledger.keys import build_trust, init_keys, load_signer

@@ -57,7 +57,7 @@ from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.affected import affected_components
 from unlearning.operations.exclude import exclude
 from unlearning.operations.receive import Request, receive_many
-from unlearning.operations.restore import restore, serves_clean
+from unlearning.operations.restore import restore, served_clean
 from unlearning.training.config import TrainConfig
 from unlearning.versions.store import ModelStore, ModelVersion
 
@@ -554,16 +554,16 @@ def _unlearn(run: _Run, erasure: Erasure):  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     receipts = _receive(run, erasure)
     clean = run.current
-    affected = bool(affected_components(clean, receipts))
+    affected = affected_components(clean, receipts)
     excluded = exclude(run.ws, clean, receipts) if affected else None
     compliance_s = time.perf_counter() - started
     shards = None  # None: every shard the erasures changed
     if excluded is not None:
         # the service's rule: retrain the affected shards the exclusion does not serve clean (S3T
         # serves another order's valid prefix until a shard has none left)
-        hit = {c.meta.shard for c in clean.components if c.id in affected_components(clean, receipts)}
+        hit = {c.meta.shard for c in clean.components if c.id in affected} - {None}
         clean = excluded
-        shards = {s for s in hit if s is not None and not serves_clean(excluded, s, receipts)}
+        shards = hit - served_clean(excluded, hit, receipts)
     restored = restore(run.ws, clean, run.receipts, shards=shards) if affected and shards != set() else None
     unlearn_s = time.perf_counter() - started
     if excluded is None:  # nothing exact could be served before the retrain (retrain, or every shard hit)

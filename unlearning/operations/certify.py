@@ -14,13 +14,7 @@ from pathlib import Path
 
 from ledger import entries
 from ledger.certificate import (
-    ENVELOPE_FILE,
-    ComponentClaim,
-    ManifestRef,
-    Predicate,
-    cite,
-    log_certificate,
-    non_membership_proofs,
+    ENVELOPE_FILE, ComponentClaim, ManifestRef, Predicate, cite, log_certificate, non_membership_proofs,
     sign_certificate,
 )
 from ledger.dsse import verify_envelope

@@ -22,7 +22,3 @@ class Context:
     @property
     def models(self) -> ModelStore:
         return ModelStore(self.ws)
-
-    def model_names(self) -> list[str]:
-        root = self.models.root
-        return sorted(p.name for p in root.iterdir() if self.models.versions(p.name)) if root.is_dir() else []

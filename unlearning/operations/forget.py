@@ -20,15 +20,8 @@ from unlearning.operations.approximate import check_supported
 from unlearning.operations.context import Context
 from unlearning.operations.publish import registry_unready
 from unlearning.operations.receive import (
-    Receipt,
-    check_trainable,
-    correction,
-    default_request_id,
-    logged_rectification,
-    lookup_receipt,
-    receive,
-    receive_rectification,
-    rectify_request_id,
+    Receipt, check_trainable, correction, default_request_id, logged_rectification, lookup_receipt, receive,
+    receive_rectification, rectify_request_id,
 )
 from unlearning.versions.store import ModelVersion
 

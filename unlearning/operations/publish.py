@@ -6,13 +6,13 @@ alias; an EXACT version supersedes every approximate one whose requests its cert
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ledger import entries
 from ledger.certificate import ENVELOPE_FILE
 from ledger.errors import ServiceError, VerificationFailed
 from ledger.log import open_ledger
+from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning.operations.approximate import is_approximate
 from unlearning.operations.certify import bundle_dir, certified_predicate, certify
@@ -53,7 +53,7 @@ def publish(ws: Workspace, registry: Registry, version: ModelVersion, receipts: 
     bundle = certify(ws, version, receipts, actions, resumed, removed,
                      claim="EXACT" if approximation is None else "APPROXIMATE", approximation=approximation)
     predicate = certified_predicate(bundle, ws)
-    envelope_sha = hashlib.sha256((bundle / ENVELOPE_FILE).read_bytes()).hexdigest()
+    envelope_sha = file_sha256(bundle / ENVELOPE_FILE)
     with open_ledger(ws) as ledger:
         certificate_index = ledger.find(entries.certificate_key(envelope_sha))
     registered = registry.register(ws, bundle, predicate, certificate_index)
@@ -108,7 +108,7 @@ def registry_unready(ws: Workspace) -> str | None:
 
 def registration(ws: Workspace, version: ModelVersion) -> tuple[int, str]:
     """(registry version, certificate sha256) of a published version, from the ledger."""
-    sha = hashlib.sha256((bundle_dir(ws, version.name, version.version) / ENVELOPE_FILE).read_bytes()).hexdigest()
+    sha = file_sha256(bundle_dir(ws, version.name, version.version) / ENVELOPE_FILE)
     with open_ledger(ws) as ledger:
         entry = entries.read(ledger, entries.model_registered_key(version.name, sha))
     if entry is None:

@@ -35,7 +35,6 @@ class Receipt:
         return Erasure(requestId=self.request_id, commitments=list(self.commitments), ledgerIndex=self.ledger_index)
 
 
-
 def default_request_id(ws: Workspace, model: str | None, subject_id: str, record_ids: list[str] | None) -> str:
     """Deterministic, so the same `forget` command twice is one request (and names nobody)."""
     scope = json.dumps([model, subject_tag(ws, subject_id), sorted(record_ids or [])])
@@ -47,6 +46,16 @@ def lookup_receipt(ws: Workspace, request_id: str) -> Receipt | None:
     with open_ledger(ws) as ledger:
         index = ledger.find(entries.received_key(request_id))
         return None if index is None else _receipt(ledger, request_id, index)
+
+
+def receipts_of(ws: Workspace, request_ids: list[str]) -> list[Receipt]:
+    """The receipts of requests that must have been received (BadInput naming any that was not)."""
+    with open_ledger(ws) as ledger:
+        indices = {r: ledger.find(entries.received_key(r)) for r in request_ids}
+        missing = [r for r, index in indices.items() if index is None]
+        if missing:
+            raise BadInput(f"requests not received: {', '.join(missing)}")
+        return [_receipt(ledger, r, indices[r]) for r in request_ids]  # type: ignore[arg-type]
 
 
 def _receipt(ledger: Ledger, request_id: str, index: int) -> Receipt:

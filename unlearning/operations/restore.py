@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ledger import entries
@@ -22,7 +23,7 @@ from unlearning.operations.affected import affected_components, erased_by
 from unlearning.operations.context import Context
 from unlearning.operations.publish import publish
 from unlearning.operations.purge import purge
-from unlearning.operations.receive import Receipt, lookup_receipt
+from unlearning.operations.receive import Receipt, receipts_of
 from unlearning.registry.mlflow import RegisteredVersion
 from unlearning.versions.lock import pipeline_dir
 from unlearning.versions.store import ModelVersion
@@ -90,35 +91,35 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def serves_clean(version: ModelVersion, shard: int, receipts: list[Receipt]) -> bool:
-    """Does `version` serve `shard` with none of the erased records (nothing left to retrain)?
-    S3T after an exclusion does (another order's valid prefix), as does a shard an earlier
+def served_clean(version: ModelVersion, shards: Iterable[int], receipts: list[Receipt]) -> set[int]:
+    """The `shards` that `version` serves with none of the erased records (nothing left to
+    retrain): after an exclusion, S3T's (another order's valid prefix), a shard an earlier
     coalesced retrain already rebuilt, and `NO_SHARD` once the exclusion rewrote APA's
     aggregator without the records."""
     shard_of = {c.id: NO_SHARD if c.meta.shard is None else c.meta.shard for c in version.components}
-    if any(shard_of[c] == shard for c in affected_components(version, receipts)):
-        return False
-    return shard == NO_SHARD or any(shard_of[c] == shard for c in version.aggregate)
+    dirty = {shard_of[c] for c in affected_components(version, receipts)}  # every manifest read once
+    served = {shard_of[c] for c in version.aggregate} | {NO_SHARD}
+    return {s for s in shards if s in served and s not in dirty}
 
 
 def finish_restore(ctx: Context, version: ModelVersion, intent: dict,
                    parent: ModelVersion | None) -> tuple[RegisteredVersion, list[int]]:
     """Certify and register a restored version, purge what saw the records, log, drop the
     journal: (the registered version, the local versions purged)."""
-    receipts = [lookup_receipt(ctx.ws, r) for r in intent["requests"]]
-    published = publish(ctx.ws, ctx.registry, version, receipts, parent=parent)  # type: ignore[arg-type]
-    purged = purge(ctx.ws, ctx.registry, version.name, receipts)  # type: ignore[arg-type]
+    receipts = receipts_of(ctx.ws, intent["requests"])
+    published = publish(ctx.ws, ctx.registry, version, receipts, parent=parent)
+    purged = purge(ctx.ws, ctx.registry, version.name, receipts)
     log_restored(ctx, version, published.version, published.certificate_sha256, intent)
     Journal(ctx.ws, version.name).clear()
     return published, purged
 
 
 def log_restored(ctx: Context, version: ModelVersion, registry_version: int, sha: str, intent: dict) -> None:
-    """`request_restored` per request and restored shard that the request's plan named."""
+    """`request_restored` per request and restored shard that the request's plan named (every
+    restore follows its requests' `request_planned`)."""
     with open_ledger(ctx.ws) as ledger:
-        planned = {r: entries.read(ledger, entries.planned_key(r)) for r in intent["requests"]}
+        planned = {r: entries.planned_shards(ledger, r).get(version.name, []) for r in intent["requests"]}
         ledger.append_many([
             entries.request_restored(r, version.name, shard, version.version, registry_version, sha, intent["jobs"],
                                      ctx.instance)
-            for r in intent["requests"] for shard in intent["shards"]
-            if planned[r] is None or shard in planned[r]["models"].get(version.name, [])])
+            for r in intent["requests"] for shard in intent["shards"] if shard in planned[r]])

@@ -22,7 +22,7 @@ from unlearning.operations.certify import bundle_dir
 from unlearning.operations.context import Context
 from unlearning.operations.exclude import finish_exclusion
 from unlearning.operations.publish import publish
-from unlearning.operations.receive import lookup_receipt
+from unlearning.operations.receive import receipts_of
 from unlearning.operations.restore import Journal, finish_restore
 from unlearning.versions.store import ModelStore, ModelVersion
 
@@ -39,8 +39,8 @@ def settle(ctx: Context, name: str) -> ModelVersion:
         with open_ledger(ctx.ws) as ledger:
             done = all(ledger.find(entries.excluded_key(r, name)) is not None for r in operation.requests)
         if not done:
-            receipts = [lookup_receipt(ctx.ws, r) for r in operation.requests]
-            finish_exclusion(ctx, newest, receipts, _version(ctx, name, newest.meta.parent_version))  # type: ignore[arg-type]
+            finish_exclusion(ctx, newest, receipts_of(ctx.ws, operation.requests),
+                             _version(ctx, name, newest.meta.parent_version))
     elif intent is not None and newest.meta.parent_version == intent["base"]:
         finish_restore(ctx, newest, intent, _version(ctx, name, intent["base"]))
     elif not (bundle_dir(ctx.ws, name, newest.version) / ENVELOPE_FILE).exists():

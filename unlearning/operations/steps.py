@@ -25,8 +25,8 @@ from unlearning.operations.context import Context
 from unlearning.operations.exclude import exclude, finish_exclusion
 from unlearning.operations.publish import publish, registration
 from unlearning.operations.purge import purge
-from unlearning.operations.receive import Receipt, lookup_receipt
-from unlearning.operations.restore import Journal, finish_restore, log_restored, restore, serves_clean
+from unlearning.operations.receive import Receipt, receipts_of
+from unlearning.operations.restore import Journal, finish_restore, log_restored, restore, served_clean
 from unlearning.operations.settle import settle
 from unlearning.registry.mlflow import RegisteredVersion
 from unlearning.versions.lock import model_lock
@@ -95,25 +95,26 @@ def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredReco
     corrections), and log `request_approximated`. Nothing is published when no served adapter
     saw the records or the solve is refused; the exact path runs either way."""
     with model_lock(ctx.ws, model):
-        current = settle(ctx, model)
-        try:
-            update = influence_version(ctx.ws, current, old, new, [receipt], settings)
-        except BadInput as err:
-            result = ApproximationOutcome(f"no approximate update: {err}", error=str(err))
-        else:
-            if update is None:
-                result = ApproximationOutcome("no approximate update: no served adapter was trained on the records")
-            else:
-                registered = publish(ctx.ws, ctx.registry, update.version, [], parent=current,
-                                     approximation=update.approximation)
-                result = ApproximationOutcome("APPROXIMATE influence update; the exact path follows", registered,
-                                       {cid: s.report() for cid, s in update.solutions.items()})
+        result = _approximate(ctx, settle(ctx, model), receipt, old, new, settings)
     registered = result.registered
     with open_ledger(ctx.ws) as ledger:
         ledger.append_many([entries.request_approximated(
             receipt.request_id, model, result.reason, registered and registered.local_version,
             registered and registered.version, registered and registered.certificate_sha256)])
     return result
+
+
+def _approximate(ctx: Context, current: ModelVersion, receipt: Receipt, old: list[StoredRecord],
+                 new: list[Record], settings: SolverSettings) -> ApproximationOutcome:
+    try:
+        update = influence_version(ctx.ws, current, old, new, [receipt], settings)
+    except BadInput as err:
+        return ApproximationOutcome(f"no approximate update: {err}", error=str(err))
+    if update is None:
+        return ApproximationOutcome("no approximate update: no served adapter was trained on the records")
+    registered = publish(ctx.ws, ctx.registry, update.version, [], parent=current, approximation=update.approximation)
+    return ApproximationOutcome("APPROXIMATE influence update; the exact path follows", registered,
+                                {cid: s.report() for cid, s in update.solutions.items()})
 
 
 def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> ExclusionOutcome:
@@ -129,7 +130,7 @@ def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> Exclus
         pending = _not_excluded(ctx, model, request_ids)
         if not pending:
             return ExclusionOutcome("already excluded")
-        receipts = _receipts(ctx, pending)
+        receipts = receipts_of(ctx.ws, pending)
         excluded = exclude(ctx.ws, current, receipts, attest=True)
         if excluded is not None:
             registered, purged = finish_exclusion(ctx, excluded, receipts, current)
@@ -150,11 +151,12 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
     the records (S3T's next valid prefix, or an earlier coalesced retrain) needs no retrain,
     only its entries. Raises ExclusionPending until the requests' exclusion is logged: the fast
     path goes first and the retrain never races it."""
-    if not _unrestored(ctx, model, shards, request_ids):
+    todo = _unrestored(ctx, model, shards, request_ids)
+    if not todo:
         return RestoreOutcome("already restored")
     with open_ledger(ctx.ws) as ledger:  # an exclusion that failed for good: the retrain is the way out
         if any(ledger.find(entries.excluded_key(r, model)) is None and ledger.find(entries.failed_key(r)) is None
-               for r in request_ids):
+               for r in {r for rids in todo.values() for r in rids}):
             raise ExclusionPending(f"{model}/{list(shards)}: waiting for the exclusion of its requests")
     with model_lock(ctx.ws, model):
         newest = settle(ctx, model)
@@ -162,8 +164,8 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
         if not todo:
             return RestoreOutcome("already restored")
         pending = sorted({r for rids in todo.values() for r in rids})
-        receipts = _receipts(ctx, pending)
-        clean = [s for s in todo if serves_clean(newest, s, receipts)]
+        receipts = receipts_of(ctx.ws, pending)
+        clean = sorted(served_clean(newest, todo, receipts))
         if clean:
             registry_version, sha = registration(ctx.ws, newest)
             log_restored(ctx, newest, registry_version, sha, {"shards": clean, "requests": pending, "jobs": list(jobs)})
@@ -174,14 +176,6 @@ def restore_requests(ctx: Context, model: str, shards: Sequence[int], request_id
         version = restore(ctx.ws, newest, receipts, shards=set(dirty), progress=progress)
         registered, purged = finish_restore(ctx, version, intent, newest)
         return RestoreOutcome(f"restored v{version.version}", registered, purged)
-
-
-def _receipts(ctx: Context, request_ids: list[str]) -> list[Receipt]:
-    receipts = [lookup_receipt(ctx.ws, r) for r in request_ids]
-    missing = [r for r, receipt in zip(request_ids, receipts) if receipt is None]
-    if missing:
-        raise BadInput(f"requests not received: {', '.join(missing)}")
-    return receipts  # type: ignore[return-value]
 
 
 def _not_excluded(ctx: Context, model: str, request_ids: list[str]) -> list[str]:

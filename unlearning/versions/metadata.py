@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ledger.errors import BadInput
 
-OPERATION_KINDS = ("exclusion", "influence_update")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -117,6 +117,10 @@ class ModelStore:
             raise BadInput(f"invalid model name {name!r}: letters, digits, '.', '_', '-' (at most 64)")
         return self.root / name
 
+    def names(self) -> list[str]:
+        """The models with at least one version."""
+        return sorted(p.name for p in self.root.iterdir() if self.versions(p.name)) if self.root.is_dir() else []
+
     def versions(self, name: str) -> list[int]:
         directory = self._model_dir(name)
         if not directory.is_dir():

@@ -34,3 +34,16 @@ def test_forget_without_keys_or_registry_changes_nothing(workspace, records, wri
                 assert ledger.size == 0 or "request_received" not in ledger.entry(ledger.size - 1).decode()
         assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # the next round lacks only the registry
     assert [p.name for p in (workspace.artifacts / "models" / "m").iterdir()] == ["v1"]
+
+
+def test_receipts_of_logged_requests_or_one_clear_error(workspace, records, write_jsonl) -> None:
+    from ledger.errors import BadInput
+    from unlearning.operations.receive import receipts_of, receive
+
+    assert runner.invoke(app, ["data", "ingest", str(write_jsonl(records(subjects=3, per_subject=2)))]).exit_code == 0
+    with RecordStore.open(workspace) as store:
+        first, second = store.subjects("train")[:2]
+    receipts = [receive(workspace, "r1", first), receive(workspace, "r2", second)]
+    assert receipts_of(workspace, ["r2", "r1"]) == receipts[::-1]
+    with pytest.raises(BadInput, match="requests not received: r3$"):
+        receipts_of(workspace, ["r1", "r3"])

@@ -40,6 +40,9 @@ def test_a_trained_version_reads_back_typed_and_rewrites_to_the_same_bytes(works
         copy = tmp_path / path.name
         write_meta(copy, read_meta(path, kind))
         assert copy.read_bytes() == path.read_bytes()  # the file format is the type's, nothing lost or added
+        # and it is the format earlier releases wrote: sorted keys, indent 2, explicit nulls kept
+        assert path.read_text() == json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True) + "\n"
+    assert json.loads((trained / "model.json").read_text())["parent_version"] is None
 
 
 @pytest.mark.parametrize("damage, problem", [

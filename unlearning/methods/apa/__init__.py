@@ -15,10 +15,11 @@ recomputes only their stored predictions; erasing a validation subject drops its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger.errors import BadInput
+from ledger.errors import BadInput, VerificationFailed
 from ledger.statement import file_sha256
 from unlearning.data.partition import Partition, by_shard
 from unlearning.data.records import StoredRecord
@@ -121,13 +122,13 @@ class Apa(MeanOfAdapters):
     def exclude(self, version: "ModelVersion", affected: set[str], erased: set[bytes]) -> Exclusion:
         from unlearning.methods.apa.aggregation import Aggregator
 
-        aggregation = version.meta.aggregation.model_dump(exclude_unset=True)
-        pool_id = aggregation["aggregator"]
+        pool_id = version.meta.aggregation.aggregator
+        if pool_id is None:
+            raise BadInput(f"model {version.name} v{version.version}: its aggregation names no aggregator")
         aggregator = (Aggregator.load(version.component(pool_id).path).without_records(erased)
                       .without_adapters(affected - {pool_id}))
-        kept = [c.id for c in version.components if c.id not in affected and c.id != pool_id]
-        return Exclusion(kept, {**aggregation, "components": [c for c in version.aggregate if c not in affected]},
-                         (pool_id, aggregator))
+        dropped = super().exclude(version, affected | {pool_id}, erased)  # the pool is rewritten, not kept
+        return replace(dropped, rewritten=(pool_id, aggregator))
 
     def scorer(self, version: "ModelVersion", engine: "Engine") -> Scorer:
         from unlearning.methods.apa.aggregation import Aggregator, merged_p_yes
@@ -140,8 +141,6 @@ class Apa(MeanOfAdapters):
         aggregator = Aggregator.load(version.component(settings.aggregator).path)
         expected = tuple((cid, version.component(cid).weights_sha256) for cid in version.aggregate)
         if aggregator.adapters != expected:
-            from ledger.errors import VerificationFailed
-
             raise VerificationFailed(f"model {version.name} v{version.version}: the aggregator's predictions "
                                      "are not those of the version's adapters")
         adapters = [version.component(cid).adapter() for cid in version.aggregate]
