@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 
@@ -23,6 +24,7 @@ PARTITIONS = ("subject", "public-centroid")
 MERGES = ("d", "nd")
 ORDER_SELECTIONS = ("cyclic", "bms")
 PRECISIONS = ("fp32", "bf16")
+_TOP = re.compile(r"top-[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_layers: str = "all"  # or "top-N": LoRA on the top N layers, the frozen prefix's states cached
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -73,6 +76,8 @@ class TrainConfig:
             raise BadInput("lora_dropout must be in [0, 1); warmup_steps and weight_decay must be >= 0")
         if not self.target_modules:
             raise BadInput("target_modules must name at least one module")
+        if self.lora_layers != "all" and not _TOP.fullmatch(self.lora_layers):
+            raise BadInput(f"lora-layers must be 'all' or 'top-N' with N >= 1, got {self.lora_layers!r}")
         self._check_method_fields()
 
     def _check_method_fields(self) -> None:
@@ -99,12 +104,23 @@ class TrainConfig:
             if self.budget > self.slices:
                 raise BadInput("bipartite-matching selection gives at most one order per slice: budget <= slices")
 
+    def top_layers(self, num_layers: int) -> int:
+        """How many of the base model's `num_layers` layers (the top ones) carry LoRA."""
+        if self.lora_layers == "all":
+            return num_layers
+        n = int(self.lora_layers.removeprefix("top-"))
+        if n > num_layers:
+            raise BadInput(f"lora-layers {self.lora_layers}: the base model has only {num_layers} layers")
+        return n
+
     @property
     def epochs_fraction(self) -> Fraction:
         return Fraction(str(self.epochs))
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k not in _APPLIES or _APPLIES[k][0](self)}
+        if self.lora_layers == "all":  # the digest of an all-layers config is the one it had before the field
+            del out["lora_layers"]
         out["target_modules"] = list(self.target_modules)
         if "deletion_prior" in out:
             out["deletion_prior"] = list(self.deletion_prior)
