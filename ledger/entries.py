@@ -96,12 +96,15 @@ def planned_shards(ledger: Any, request_id: str) -> dict[str, list[int]]:
 # requests and their stages
 
 def request_received(request_id: str, kind: str, subject_tag: str, model: str | None, commitments: list[str],
-                     source: dict, fields: list[str] | None = None) -> Entry:
-    """`kind`: erase_subject, erase_records or rectify_record (`fields`: what the correction changes)."""
+                     source: dict, fields: list[str] | None = None, activations: int | None = None) -> Entry:
+    """`kind`: erase_subject, erase_records or rectify_record (`fields`: what the correction changes;
+    `activations`: how many cached activation rows of the commitments the request deletes)."""
     data = {"request_id": request_id, "kind": kind, "subject_tag": subject_tag, "model": model,
             "commitments": commitments, "source": source}
     if fields is not None:
         data["fields"] = fields
+    if activations is not None:
+        data["activations"] = activations
     return Entry("request_received", data, received_key(request_id))
 
 

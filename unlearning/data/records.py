@@ -9,6 +9,9 @@
   32-byte salt kept, encrypted, beside the record.
 - Provenance: commitment -> (model, version, component, shard, slice, split) of every model
   version trained on the record; keyed by commitment, so it names no subject.
+- Activation cache: per commitment, base-model prefix digest and sequence ("answer" or
+  "prompt"), hidden states of the frozen base layers, sealed under the subject's data key and
+  deleted in the transaction that erases or replaces the record (a derived cache is a record too).
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.canonical import canonical_json
-from ledger.errors import BadInput
+from ledger.errors import BadInput, VerificationFailed
 from ledger.workspace import Workspace
 from unlearning.data.partition import SPLITS, Partition
 
 COMMITMENT_DOMAIN = b"erasure/record/v1"
 FIELDS = ("record_id", "subject_id", "prompt", "answer")
+SEQUENCES = ("answer", "prompt")  # activation caches: prompt+answer tokens (training), prompt only (scoring)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS main.records (
@@ -51,6 +56,14 @@ CREATE TABLE IF NOT EXISTS main.provenance (
     slice      INTEGER NOT NULL,
     split      TEXT NOT NULL,
     PRIMARY KEY (commitment, model, version)
+);
+CREATE TABLE IF NOT EXISTS main.activations (
+    commitment    BLOB NOT NULL,
+    prefix_sha256 TEXT NOT NULL,
+    sequence      TEXT NOT NULL,
+    nonce         BLOB NOT NULL,
+    ciphertext    BLOB NOT NULL,
+    PRIMARY KEY (commitment, prefix_sha256, sequence)
 );
 CREATE TABLE IF NOT EXISTS keys.subject_keys (
     subject_id TEXT PRIMARY KEY,
@@ -223,7 +236,7 @@ class RecordStore:
         return {"records": n_records, "subjects": n_subjects, "splits": per_split}
 
     def erase_subject(self, subject_id: str) -> list[bytes]:
-        """Delete a subject's rows and destroy its data key in one transaction.
+        """Delete a subject's rows (and cached activations) and destroy its data key in one transaction.
 
         Returns the erased records' commitments (sorted), the handle the ledger and the
         planner use from then on.
@@ -235,6 +248,7 @@ class RecordStore:
             keys = self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,)).rowcount
             if not commitments and not keys:
                 raise BadInput(f"unknown subject {subject_id!r}")
+            self._drop_activations(commitments)
             self._db.execute("DELETE FROM records WHERE subject_id = ?", (subject_id,))
         return commitments
 
@@ -251,24 +265,28 @@ class RecordStore:
         return sorted(rows[r] for r in set(record_ids))
 
     def erase_records(self, subject_id: str, record_ids: Sequence[str]) -> list[bytes]:
-        """Delete some of a subject's rows in one transaction; its key goes with its last row."""
+        """Delete some of a subject's rows (and cached activations) in one transaction; its key
+        goes with its last row."""
         commitments = self.commitments_of(subject_id, record_ids)
         with self._transaction():
             self._db.executemany("DELETE FROM records WHERE subject_id = ? AND record_id = ?",
                                  [(subject_id, r) for r in set(record_ids)])
+            self._drop_activations(commitments)
             left = self._db.execute("SELECT COUNT(*) FROM records WHERE subject_id = ?", (subject_id,)).fetchone()[0]
             if not left:
                 self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,))
         return commitments
 
     def erase_commitments(self, commitments: Iterable[bytes]) -> None:
-        """Delete the rows with these commitments, and the key of every subject left without rows,
-        in one transaction (a batch of erasures costs one commit). Idempotent: absent rows are skipped."""
+        """Delete the rows (and cached activations) with these commitments, and the key of every
+        subject left without rows, in one transaction (a batch of erasures costs one commit).
+        Idempotent: absent rows are skipped."""
         with self._transaction():
             subjects = set()
             for c in commitments:
                 subjects.update(s for (s,) in self._db.execute(
                     "DELETE FROM records WHERE commitment = ? RETURNING subject_id", (c,)))
+                self._drop_activations([c])
             self._db.executemany(
                 "DELETE FROM keys.subject_keys WHERE subject_id = ? "
                 "AND NOT EXISTS (SELECT 1 FROM records WHERE subject_id = ?)", [(s, s) for s in subjects])
@@ -282,7 +300,8 @@ class RecordStore:
 
     def rectify_record(self, record_id: str, prompt: str | None = None, answer: str | None = None) -> tuple[bytes, bytes]:
         """Replace a record's prompt and/or answer in one transaction, with a fresh salt (so a
-        fresh commitment) and nonce; the old ciphertext and salt are overwritten (secure_delete).
+        fresh commitment) and nonce; the old ciphertext and salt, and the activations cached for
+        the old commitment, are overwritten (secure_delete).
         Returns (old commitment, new commitment); BadInput if nothing would change."""
         with self._transaction():
             old = self.record(record_id)
@@ -295,6 +314,7 @@ class RecordStore:
             fresh, nonce, ciphertext = _seal(AESGCM(self._data_key(old.subject_id)), new)
             self._db.execute("UPDATE records SET commitment = ?, nonce = ?, ciphertext = ? WHERE record_id = ?",
                              (fresh, nonce, ciphertext, record_id))
+            self._drop_activations([old.commitment])  # cached from the old content
         return old.commitment, fresh
 
     def add_provenance(self, rows: Iterable[Provenance]) -> None:
@@ -312,6 +332,63 @@ class RecordStore:
                 "SELECT * FROM provenance WHERE commitment = ? ORDER BY model, version", (c,)
             )]
         return out
+
+    def add_activations(self, prefix_sha256: str, rows: Iterable[tuple[bytes, str, bytes]]) -> int:
+        """Seal and store cached activations, (commitment, sequence, payload) rows computed by the
+        base-model prefix `prefix_sha256`, in one transaction. Rows of commitments no longer in the
+        store (erased meanwhile) are skipped; rows of these commitments cached under any other
+        prefix are deleted. Returns the number of rows stored."""
+        _check_prefix(prefix_sha256)
+        with self._transaction():
+            keys: dict[bytes, AESGCM | None] = {}
+            stored: set[tuple[bytes, str]] = set()
+            for c, sequence, payload in rows:
+                _check_sequence(sequence)
+                if c not in keys:
+                    row = self._db.execute(
+                        "SELECT k.data_key FROM records r JOIN keys.subject_keys k USING (subject_id) "
+                        "WHERE r.commitment = ?", (c,)).fetchone()
+                    keys[c] = AESGCM(row[0]) if row else None
+                    self._db.execute("DELETE FROM activations WHERE commitment = ? AND prefix_sha256 != ?",
+                                     (c, prefix_sha256))
+                key = keys[c]
+                if key is None:
+                    continue
+                nonce = secrets.token_bytes(12)
+                self._db.execute("INSERT OR REPLACE INTO activations VALUES (?, ?, ?, ?, ?)", (
+                    c, prefix_sha256, sequence, nonce,
+                    key.encrypt(nonce, payload, _activation_aad(c, prefix_sha256, sequence))))
+                stored.add((c, sequence))
+        return len(stored)
+
+    def activations(self, prefix_sha256: str, commitments: Iterable[bytes]) -> dict[tuple[bytes, str], bytes]:
+        """(commitment, sequence) -> decrypted payload of the activations cached under
+        `prefix_sha256` for these commitments; VerificationFailed if a row fails authentication."""
+        _check_prefix(prefix_sha256)
+        out: dict[tuple[bytes, str], bytes] = {}
+        for c in set(commitments):
+            for sequence, nonce, ciphertext, data_key in self._db.execute(
+                "SELECT a.sequence, a.nonce, a.ciphertext, k.data_key FROM activations a "
+                "JOIN records r USING (commitment) JOIN keys.subject_keys k USING (subject_id) "
+                "WHERE a.commitment = ? AND a.prefix_sha256 = ?", (c, prefix_sha256)
+            ):
+                try:
+                    out[c, sequence] = AESGCM(data_key).decrypt(
+                        nonce, ciphertext, _activation_aad(c, prefix_sha256, sequence))
+                except InvalidTag:
+                    raise VerificationFailed(
+                        f"record store corrupt: cached {sequence} activations of commitment {c.hex()[:16]} "
+                        "fail authentication") from None
+        return out
+
+    def count_activations(self, commitments: Iterable[bytes]) -> int:
+        """The number of cached activation rows (under any prefix) of these commitments."""
+        return sum(self._db.execute("SELECT COUNT(*) FROM activations WHERE commitment = ?", (c,)).fetchone()[0]
+                   for c in set(commitments))
+
+    def _drop_activations(self, commitments: Iterable[bytes]) -> None:
+        """Delete the cached activations of these commitments (inside the caller's transaction)."""
+        self._db.executemany("DELETE FROM activations WHERE commitment = ?", [(c,) for c in commitments])
 
 
 _SELECT = ("SELECT r.record_id, r.subject_id, r.split, r.commitment, r.nonce, r.ciphertext, k.data_key "
@@ -333,6 +410,21 @@ def _open(record_id: str, subject_id: str, split: str, commit: bytes, nonce: byt
 
 def _aad(record_id: str, subject_id: str) -> bytes:
     return canonical_json({"record_id": record_id, "subject_id": subject_id})
+
+
+def _activation_aad(commit: bytes, prefix_sha256: str, sequence: str) -> bytes:
+    return canonical_json({"commitment": commit.hex(), "prefix_sha256": prefix_sha256, "sequence": sequence})
+
+
+def _check_prefix(prefix_sha256: str) -> None:
+    if not (isinstance(prefix_sha256, str) and len(prefix_sha256) == 64
+            and all(ch in "0123456789abcdef" for ch in prefix_sha256)):
+        raise BadInput(f"prefix_sha256 must be 64 lowercase hex characters, not {prefix_sha256!r}")
+
+
+def _check_sequence(sequence: str) -> None:
+    if sequence not in SEQUENCES:
+        raise BadInput(f"unknown activation sequence {sequence!r} (one of {', '.join(SEQUENCES)})")
 
 
 def _check_split(split: str | None) -> None:

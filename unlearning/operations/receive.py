@@ -3,7 +3,8 @@
 The data is gone before any model work starts; the ledger keeps only the commitments (hiding,
 salted) and the subject's keyed tag. Idempotent by request id: a request logged before is
 found, not logged again, and its records are shredded again (a crash between the ledger and
-the record-store transaction must not leave them readable).
+the record-store transaction must not leave them readable). The entry also counts the cached
+activation rows of those commitments, which go with the records.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def receive_many(ws: Workspace, requests: list[Request]) -> list[Receipt | BadIn
         indices = ledger.append_many([entries.request_received(
             req.request_id, "erase_records" if req.record_ids else "erase_subject", subject_tag(ws, req.subject_id),
             req.model, [c.hex() for c in commitments], req.source or {"via": "cli"},
+            activations=store.count_activations(commitments),
         ) for req, commitments in new.values()])
         for (req, commitments), index in zip(new.values(), indices):
             results[req.request_id] = Receipt(req.request_id, tuple(c.hex() for c in commitments), index)
@@ -173,7 +175,7 @@ def receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, new
             fields = [f for f in ("prompt", "answer") if getattr(new, f) != getattr(old, f)]
             index = ledger.append_many([entries.request_received(
                 request_id, "rectify_record", subject_tag(ws, old.subject_id), model, [old.commitment.hex()],
-                source or {"via": "cli"}, fields)])[0]
+                source or {"via": "cli"}, fields, store.count_activations([old.commitment]))])[0]
             receipt = Receipt(request_id, (old.commitment.hex(),), index)
         if old.commitment.hex() in receipt.commitments:  # the ledger holds the old commitment: replace it
             store.rectify_record(old.record_id, new.prompt, new.answer)
