@@ -48,13 +48,36 @@ def unlearning(
     typer.echo(f"wrote {out}/results.json, summary.md and the plots")
 
 
-def _sizes(text: str) -> list[int]:
+@app.command()
+def speed(
+    out: Path = typer.Option(Path("bench-results/speed"), "--out", help="Directory for results.json and summary.md."),
+    base: str = typer.Option("smollm2-135m", "--base", help="tiny, smollm2-135m or a local checkpoint directory."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Torch threads of the reference path."),
+    steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per path (after one warm-up step)."),
+    layers: str = typer.Option("8,4", "--layers", help="Comma-separated N of the top-N paths timed."),
+    bf16: bool = typer.Option(False, "--bf16", help="Also time bf16 autocast (emulated on most CPUs: minutes per step)."),
+    compiled: bool = typer.Option(False, "--compile", help="Also time torch.compile of the trainable layers."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the summary."),
+) -> None:
+    """Seconds per training step of each exact path side by side: all LoRA layers, top-8 and top-4
+    with and without the activation cache, threads, batch size, length bucketing, bf16, compile."""
+    from unlearning.bench.speed import run_speed_benchmark
+
+    result = run_speed_benchmark(out, base, threads, steps, _sizes(layers, "--layers"), bf16, compiled,
+                                  log=lambda line: typer.echo(line, err=True))
+    if as_json:
+        print_json(result)
+        return
+    typer.echo((out / "summary.md").read_text())
+
+
+def _sizes(text: str, option: str = "--sizes") -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",")]
     except ValueError:
-        raise BadInput(f"--sizes {text!r} is not a comma-separated list of integers") from None
-    if any(s < 1 for s in sizes):
-        raise BadInput("--sizes must be positive")
+        raise BadInput(f"{option} {text!r} is not a comma-separated list of integers") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise BadInput(f"{option} must be positive")
     return sizes
 
 

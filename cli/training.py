@@ -54,6 +54,10 @@ def train(
     lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA alpha."),
     lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="LoRA dropout."),
     target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names."),
+    lora_layers: str = typer.Option("auto", "--lora-layers",
+                                    help="all, or top-N: LoRA on the top N layers only, the frozen layers' states "
+                                         "computed once per record and cached encrypted (auto: top-4 on a CPU, "
+                                         "where it is ~7x faster per step; all on a GPU or the tiny base)."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
     warmup_steps: int = typer.Option(0, "--warmup-steps", help="Linear warm-up steps, then a constant rate."),
@@ -80,10 +84,15 @@ def train(
     from unlearning import methods
     from unlearning.operations.build import train_model
     from unlearning.training.base_models import TINY
-    from unlearning.training.engine import bf16_supported
+    from unlearning.training.engine import bf16_supported, default_lora_layers
 
     if precision == "auto":
         precision = "bf16" if base != TINY and bf16_supported() else "fp32"
+    elif precision == "bf16" and not bf16_supported():
+        typer.echo("warning: this device has no native bf16 (no AVX-512 BF16 / AMX / CUDA): bf16 autocast is "
+                   "emulated and about 30x slower than fp32 here", err=True)
+    if lora_layers == "auto":
+        lora_layers = default_lora_layers(base)
     chosen = methods.get(method)
     slices = slices or chosen.default_slices
     given = {"partition": partition, "catalogue": catalogue, "merge": merge, "tau": tau, "neighbours": neighbours,
@@ -93,7 +102,8 @@ def train(
     config = TrainConfig(
         method=method, base=base, shards=shards or chosen.default_shards, slices=slices,
         epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()), lr=lr,
+        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()), lora_layers=lora_layers,
+        lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size, max_length=max_length,
         precision=precision, threads=threads or min(4, os.cpu_count() or 1),
         **given,

@@ -83,7 +83,7 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
     by `new` (their corrections, matched by record id; empty for a removal), or None when no
     served adapter was trained on them. Logs the updated components and the version.
     BadInput (and no version) if a solve leaves more than `settings.max_residual`."""
-    from unlearning.operations.build import engine_for
+    from unlearning.operations.build import engine_for, stored_prefixes
 
     check_supported(version)
     old_commitments = {r.commitment for r in old}
@@ -94,18 +94,19 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
         return None
     engine = engine_for(version.config, expected_base=version.meta.base)
     corrected = {r.record_id: r for r in new}
+    solutions, states = {}, {}
     with RecordStore.open(ws) as store:
         retained = store.records("train")
-    solutions, states = {}, {}
-    for cid in served:
-        component = version.component(cid)
-        trained = _training_set(component, leaves[cid], retained, old)
-        here = [r for r in old if r.commitment in leaves[cid]]
-        lora = component.adapter()
-        solutions[cid] = influence_update(engine, lora, engine.encode(trained), engine.encode(here),
-                                          engine.encode([corrected[r.record_id] for r in here if r.record_id in corrected]),
-                                          settings)
-        states[cid] = (trained, {k: lora[k] + solutions[cid].delta[k] for k in lora})
+        with stored_prefixes(engine, store, retained):
+            for cid in served:
+                component = version.component(cid)
+                trained = _training_set(component, leaves[cid], retained, old)
+                here = [r for r in old if r.commitment in leaves[cid]]
+                lora = component.adapter()
+                fixed = [corrected[r.record_id] for r in here if r.record_id in corrected]
+                solutions[cid] = influence_update(engine, lora, engine.encode(trained), engine.encode(here),
+                                                  engine.encode(fixed), settings)
+                states[cid] = (trained, {k: lora[k] + solutions[cid].delta[k] for k in lora})
     worst = max(s.relative_residual for s in solutions.values())
     if worst > settings.max_residual:
         raise BadInput(f"the {settings.solver} solver stopped at relative residual {worst:.2e} (more than "

@@ -14,6 +14,8 @@ what of the reused version is still right.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from unlearning.training.base_models import load_base
 from unlearning.training.checkpoint import TrainingState
 from unlearning.training.config import TrainConfig
 from unlearning.training.engine import Engine, Example, environment
+from unlearning.training.prefix import from_bytes, to_bytes
 from unlearning.training.layer_groups import stage_layers, trainable_layers
 from unlearning.versions.layout import ADAPTER_FILE
 from unlearning.versions.store import Component, ModelStore, ModelVersion
@@ -69,11 +72,11 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
     if reuse is not None and (reuse.meta.config_sha256 != config.sha256()
                               or reuse.meta.base != engine.base.descriptor):
         raise BadInput(f"cannot reuse {reuse.name} v{reuse.version}: trained with another config or base")
-    examples = {e.record_id: e for e in engine.encode(sorted({r for s in plan.components for r in s.records},
-                                                             key=lambda r: r.record_id))}
+    records = sorted({r for s in plan.components for r in s.records}, key=lambda r: r.record_id)
+    examples = {e.record_id: e for e in engine.encode(records)}
     trained: list[str] = []
     reused: set[str] = set()
-    with ModelStore(workspace).draft(name) as draft:
+    with ModelStore(workspace).draft(name) as draft, stored_prefixes(engine, store, records):
         for spec in plan.components:
             if spec.kind != "adapter":  # computed from the adapters before it (APA's aggregator)
                 if methods.get(config.method).build_computed(engine, draft, plan, spec, reuse, env, progress):
@@ -101,6 +104,32 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
         })
     _log(workspace, version, trained)
     return version
+
+
+@contextmanager
+def stored_prefixes(engine: Engine, store: RecordStore, records: Sequence[StoredRecord]) -> Iterator[None]:
+    """The records' cached prefix states (top-N LoRA layers only): read from the store into the
+    engine before, and the states the store lacks written back after, each encrypted under its
+    subject's key (a record's prompt+answer states for training, its prompt's for scoring).
+    A record erased meanwhile is skipped by the store, so nothing outlives its erasure."""
+    cache = engine.prefixes
+    if cache is None:
+        yield
+        return
+    sequences: dict[tuple[bytes, str], list[int]] = {}
+    for r in records:
+        prompt = engine.base.encode_prompt(r.prompt)
+        sequences[(r.commitment, "prompt")] = prompt
+        sequences[(r.commitment, "answer")] = prompt + engine.base.encode_answer(r.answer)
+    stored = store.activations(cache.digest, [r.commitment for r in records])
+    for key, payload in stored.items():
+        if key in sequences:
+            cache.load(sequences[key], from_bytes(payload))
+    yield
+    fresh = [(c, kind, to_bytes(hidden)) for (c, kind), ids in sequences.items()
+             if (c, kind) not in stored and (hidden := cache.peek(ids)) is not None]
+    if fresh:
+        store.add_activations(cache.digest, fresh)
 
 
 def train_component(engine: Engine, spec: methods.ComponentSpec, state: TrainingState, examples: list[Example],

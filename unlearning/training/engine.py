@@ -9,6 +9,10 @@ Determinism: LoRA init and dropout RNG come from the seed; the data order of eve
 `HMAC(seed, label || pass || record id)`; `torch.use_deterministic_algorithms(True)` and a
 fixed thread count. The loss covers answer tokens only and logits are computed only at the
 answer positions; sequences are left-padded so those positions line up at the end.
+
+With `lora_layers = "top-N"` only the top N layers carry LoRA; every forward pass starts at
+the first of them from the cached states of the frozen layers below (`training/prefix.py`),
+left-padded with zeros (masked out of attention) like the token ids they stand for.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 import transformers
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from rich.progress import Progress
+from transformers.masking_utils import create_causal_mask
 
 from ledger.errors import BadInput
 from unlearning.data.partition import training_order
@@ -33,6 +38,7 @@ from unlearning.data.records import Record
 from unlearning.training.base_models import BaseModel
 from unlearning.training.checkpoint import TrainingState
 from unlearning.training.config import TrainConfig
+from unlearning.training.prefix import PrefixCache, prefix_digest
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,14 @@ def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def default_lora_layers(base: str) -> str:
+    """The fastest exact path on this device (README, performance): on a CPU, LoRA on the top 4
+    layers with the frozen prefix cached; on a GPU, or for the 2-layer tiny base, every layer."""
+    from unlearning.training.base_models import TINY
+
+    return "all" if base == TINY or torch.cuda.is_available() else "top-4"
 
 
 def device() -> torch.device:
@@ -121,14 +135,20 @@ class Engine:
         self.base = base
         self.config = config
         self.device = device()
+        num_layers = base.model.config.num_hidden_layers
+        self.first_trainable = num_layers - config.top_layers(num_layers)  # 0: every layer carries LoRA
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+                          target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+                          layers_to_transform=list(range(self.first_trainable, num_layers)) if self.first_trainable
+                          else None)
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
             torch.manual_seed(config.seed)  # peft's default init: A kaiming-uniform, B zeros
             self.model = get_peft_model(base.model, lora).to(self.device)
         self.lora_config = self.model.peft_config["default"]
         self._initial_lora = self._lora_weights()
+        self.prefixes = (PrefixCache(prefix_digest(base.descriptor, self.first_trainable, environment(config)),
+                                     self._prefix_states) if self.first_trainable else None)
 
     # --- states -----------------------------------------------------------------------------
 
@@ -210,17 +230,12 @@ class Engine:
         )
 
     def _answer_loss(self, examples: Sequence[Example]) -> torch.Tensor:
-        batch = collate([e.prompt_ids + e.answer_ids for e in examples], [len(e.answer_ids) for e in examples],
-                        self.base.pad_id)
+        sequences = [e.prompt_ids + e.answer_ids for e in examples]
+        batch = collate(sequences, [len(e.answer_ids) for e in examples], self.base.pad_id)
         span = batch.answer_mask.shape[1]
         with self._autocast():
-            logits = self.model(
-                input_ids=batch.input_ids.to(self.device),
-                attention_mask=batch.attention_mask.to(self.device),
-                position_ids=batch.position_ids.to(self.device),
-                logits_to_keep=span + 1,  # the position before each answer token predicts it
-                use_cache=False,
-            ).logits[:, :-1]
+            # the position before each answer token predicts it
+            logits = self._logits(batch, sequences, keep=span + 1)[:, :-1]
         mask = batch.answer_mask.to(self.device)
         targets = batch.input_ids[:, -span:].to(self.device)
         return F.cross_entropy(logits[mask].float(), targets[mask])
@@ -239,15 +254,68 @@ class Engine:
             chunk = prompts[i:i + batch_size]
             batch = collate(chunk, [0] * len(chunk), self.base.pad_id)
             with self._autocast():
-                logits = self.model(
-                    input_ids=batch.input_ids.to(self.device),
-                    attention_mask=batch.attention_mask.to(self.device),
-                    position_ids=batch.position_ids.to(self.device),
-                    logits_to_keep=1,
-                    use_cache=False,
-                ).logits[:, -1]
+                logits = self._logits(batch, chunk, keep=1)[:, -1]
             pair = logits[:, [self.base.yes_id, self.base.no_id]].float()
             out += torch.softmax(pair, dim=-1)[:, 0].cpu().tolist()
             if progress:
                 progress.update(task, advance=len(chunk))
         return out
+
+    # --- forward passes -----------------------------------------------------------------------
+
+    def _logits(self, batch: Batch, sequences: Sequence[Sequence[int]], keep: int) -> torch.Tensor:
+        """[B, keep, vocab] logits at the last `keep` positions of the left-padded batch."""
+        if not self.first_trainable:
+            return self.model(
+                input_ids=batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                position_ids=batch.position_ids.to(self.device),
+                logits_to_keep=keep,
+                use_cache=False,
+            ).logits
+        return self.model.get_base_model().lm_head(self._top_hidden(batch, sequences)[:, -keep:])
+
+    def last_hidden(self, batch: Batch, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """[B, L, hidden] states after the final norm (the model's current adapter applies)."""
+        if not self.first_trainable:
+            return self.model.get_base_model().model(
+                input_ids=batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                position_ids=batch.position_ids.to(self.device),
+                use_cache=False,
+            ).last_hidden_state
+        return self._top_hidden(batch, sequences)
+
+    def _top_hidden(self, batch: Batch, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The trainable layers and the final norm, from the cached prefix states."""
+        assert self.prefixes is not None
+        states = [self.prefixes.get(s) for s in sequences]
+        hidden = torch.zeros((len(states), batch.input_ids.shape[1], states[0].shape[-1]), dtype=states[0].dtype)
+        for row, state in enumerate(states):
+            hidden[row, hidden.shape[1] - len(state):] = state
+        inner = self.model.get_base_model().model
+        hidden = self._layers(inner.layers[self.first_trainable:], hidden.to(self.device),
+                              batch.attention_mask.to(self.device), batch.position_ids.to(self.device))
+        return inner.norm(hidden)
+
+    def _layers(self, layers: Sequence[torch.nn.Module], hidden: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor) -> torch.Tensor:
+        """Run decoder layers as the model's own forward does (mask, rotary embeddings, no KV cache)."""
+        inner = self.model.get_base_model().model
+        mask = create_causal_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                  cache=None, position_ids=position_ids)
+        rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=position_ids)
+        return hidden
+
+    @torch.no_grad()
+    def _prefix_states(self, ids: Sequence[int]) -> torch.Tensor:
+        """[tokens, hidden] float32 states of one sequence after the frozen layers: batch 1, no
+        padding, no adapter in those layers, so a function of the base model and `ids` alone."""
+        inner = self.model.get_base_model().model
+        input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        hidden = inner.embed_tokens(input_ids)
+        positions = torch.arange(len(ids), device=self.device).unsqueeze(0)
+        hidden = self._layers(inner.layers[:self.first_trainable], hidden, torch.ones_like(input_ids), positions)
+        return hidden[0].float().cpu().clone()

@@ -34,9 +34,10 @@ def group_layers(num_layers: int, group: int, per_group: int) -> set[int]:
 
 
 def check_groups(num_layers: int, slices: int, per_group: int) -> None:
+    """The groups must fit in the layers that carry LoRA (all, or the top N)."""
     if slices * per_group > num_layers:
-        raise BadInput(f"s3t: {slices} slices x {per_group} layers per group exceeds the base model's "
-                       f"{num_layers} layers")
+        raise BadInput(f"s3t: {slices} slices x {per_group} layers per group exceeds the "
+                       f"{num_layers} layers that carry LoRA")
 
 
 def require_zero_b(initial: dict[str, torch.Tensor]) -> None:
@@ -50,7 +51,7 @@ def stage_layers(engine: Engine, group: int) -> set[int]:
     """The layers S3T stage `group` trains, once the groups are known to fit the base model
     and the LoRA init to have B = 0."""
     num_layers = engine.base.model.config.num_hidden_layers
-    check_groups(num_layers, engine.config.slices, engine.config.layers_per_group)
+    check_groups(engine.config.top_layers(num_layers), engine.config.slices, engine.config.layers_per_group)
     require_zero_b(engine.initial_state().lora)
     return group_layers(num_layers, group, engine.config.layers_per_group)
 

@@ -147,7 +147,7 @@ def test_cli_train_show_and_bad_options(workspace, records, write_jsonl):
     assert runner.invoke(app, ["data", "ingest", str(write_jsonl(records(subjects=6, per_subject=3)))]).exit_code == 0
     tiny = ["--base", "tiny", "--epochs", "0.5", "--batch-size", "4"]
     too_deep = runner.invoke(app, ["train", "m", "--method", "s3t", "--slices", "3", *tiny])
-    assert too_deep.exit_code == 2 and "exceeds the base model's 2 layers" in too_deep.stderr
+    assert too_deep.exit_code == 2 and "exceeds the 2 layers that carry LoRA" in too_deep.stderr
     assert runner.invoke(app, ["train", "m", "--method", "s3t", "--slices", "2", "--budget", "3", *tiny]).exit_code == 2
     assert runner.invoke(app, ["train", "m", "--method", "sisa", "--budget", "2", *tiny]).exit_code == 2
     bad_prior = runner.invoke(app, ["train", "m", "--method", "s3t", "--slices", "2", "--order-selection", "bms",

@@ -90,3 +90,24 @@ def test_train_errors(workspace, records, write_jsonl):
     assert run("replay", "m", "--component", "shard9-slice0").exit_code == 2
     shown = run("models", "show", "m")
     assert shown.exit_code == 0 and "shard0-slice0" in shown.stdout
+
+
+def test_train_lora_layers_top_n_and_its_errors(workspace, records, write_jsonl):
+    assert run("data", "ingest", str(write_jsonl(records(subjects=12, per_subject=2)))).exit_code == 0
+
+    top = run("train", "top", "--lora-layers", "top-1", *TINY, "--json")
+    assert top.exit_code == 0, top.output
+    config = json.loads((workspace.artifacts / "models" / "top" / "v1" / "model.json").read_text())["config"]
+    assert config["lora_layers"] == "top-1"
+    with RecordStore.open(workspace) as store:  # the frozen prefix's states, cached per training record
+        train = store.records("train")
+        assert store.count_activations(r.commitment for r in train) == len(train)
+
+    auto = run("train", "auto", *TINY, "--json")  # auto: every layer for the 2-layer tiny base
+    assert auto.exit_code == 0, auto.output
+    assert "lora_layers" not in json.loads((workspace.artifacts / "models" / "auto" / "v1" / "model.json")
+                                           .read_text())["config"]
+
+    for value, message in (("top-3", "the base model has only 2 layers"), ("bottom-2", "lora-layers must be")):
+        bad = run("train", f"bad-{value}", "--lora-layers", value, *TINY)
+        assert bad.exit_code == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.output
