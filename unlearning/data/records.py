@@ -181,8 +181,12 @@ class RecordStore:
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)
 
-    def ingest(self, records: Sequence[Record]) -> int:
-        """Encrypt and store records in one transaction; any duplicate id rejects them all."""
+    def ingest(self, records: Sequence[Record], split: str | None = None) -> int:
+        """Encrypt and store records in one transaction; any duplicate id rejects them all.
+
+        Each record's split is its subject's (`Partition.split`) unless `split` names one for
+        every record of the call (a chronological split puts one subject into several)."""
+        _check_split(split)
         seen: set[str] = set()
         for record in records:
             if record.record_id in seen:
@@ -200,8 +204,8 @@ class RecordStore:
             for record in records:
                 if record.subject_id not in keys:
                     keys[record.subject_id] = AESGCM(self._data_key(record.subject_id))
-                split = self.partition.split(record.subject_id)
-                rows.append((record.record_id, record.subject_id, split, *_seal(keys[record.subject_id], record)))
+                rows.append((record.record_id, record.subject_id, split or self.partition.split(record.subject_id),
+                             *_seal(keys[record.subject_id], record)))
             self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 

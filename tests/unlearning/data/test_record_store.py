@@ -118,6 +118,22 @@ def test_stats_and_subject_splits(workspace, records):
             store.subjects("bogus")
 
 
+def test_explicit_split_for_every_record_of_an_ingest(workspace, records):
+    """A chronological split puts one subject's records into several splits: the caller names
+    the split of each ingest; the subject keeps one data key."""
+    given = records(subjects=2, per_subject=3)
+    with RecordStore.open(workspace) as store:
+        with pytest.raises(BadInput, match="unknown split 'later'"):
+            store.ingest(given[:2], split="later")
+        store.ingest(given[:2], split="train")
+        store.ingest(given[2:3], split="valid")
+        store.ingest(given[3:], split="test")
+        assert [r.split for r in store.records()] == ["train", "train", "valid", "test", "test", "test"]
+        assert store.subjects("train") == [given[0].subject_id]
+        assert given[0].subject_id in store.subjects("valid")
+    assert len(sqlite3.connect(_keys_db(workspace)).execute("SELECT * FROM subject_keys").fetchall()) == 2
+
+
 def test_provenance_by_commitment(workspace, records):
     with RecordStore.open(workspace) as store:
         store.ingest(records(subjects=1, per_subject=2))
