@@ -6,8 +6,8 @@ variant changes one thing against the reference (all layers, fp32, batch 4, the 
 - LoRA layers: all, top-8, top-4; top-N with the frozen prefix recomputed in every step
   ("no cache": what top-N costs without the activation cache) and read from the cache;
 - threads (1 vs the preset's), batch size (8), length-bucketed batches (less padding, but
-  batches would no longer follow the HMAC data order), bf16 autocast (`--bf16`: emulated on CPUs
-  without AVX-512 BF16 / AMX, tens of times slower), `torch.compile` of the trainable layers
+  batches would no longer follow the HMAC data order), bf16 autocast (`--bf16`; on CPUs
+  without AVX-512 BF16 / AMX it is emulated, tens of times slower), `torch.compile` of the trainable layers
   (`--compile`; reported with the error when it does not run under deterministic algorithms).
 
 A variant's time is the median of its timed steps after one warm-up step; the prefix cost per
@@ -50,14 +50,15 @@ def variants(threads: int, tops: Sequence[int], bf16: bool, compiled: bool) -> l
     if threads != 1:
         out += [Variant(f"{fast}, cached, 1 thread", fast, threads=1)]
     if bf16:
-        out += [Variant("all layers, bf16 autocast", precision="bf16")]
+        out += [Variant(f"{fast}, cached, bf16 autocast", fast, precision="bf16")]
     if compiled:
         out += [Variant(f"{fast}, cached, torch.compile", fast, compile=True)]
     return out
 
 
 def run_speed_benchmark(out: Path, base: str = "smollm2-135m", threads: int = 2, steps: int = 5,
-                        tops: Sequence[int] = (8, 4), bf16: bool = False, compiled: bool = False, log: Callable[[str], None] = lambda line: None) -> dict:
+                        tops: Sequence[int] = (8, 4), bf16: bool = False, compiled: bool = False,
+                        log: Callable[[str], None] = lambda line: None) -> dict:
     from unlearning.data import movielens
     from unlearning.training.base_models import load_base
     from unlearning.training.engine import Engine, bf16_supported, environment
@@ -118,15 +119,15 @@ def _median_step(engine, examples: Sequence, batch_size: int) -> float:  # type:
 def _write(result: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     rows = result["rows"]
-    reference = next((r.get("s_per_step") for r in rows if r["name"].endswith("(reference)")), None)
+    reference = next((r.get("s_per_sample") for r in rows if r["name"].endswith("(reference)")), None)
     lines = ["# Training speed per path", "",
              f"Base {result['base']}, {result['environment']['device']}, torch {result['environment']['torch']}, "
              f"native bf16: {result['environment']['bf16_native']}; median of {result['steps']} steps after a warm-up.",
-             "", "| path | threads | batch | s/step | s/sample | × reference | prefix s/record (once) |",
+             "", "| path | threads | batch | s/step | s/sample | × reference (per sample) | prefix s/record (once) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         step = r.get("s_per_step")
-        ratio = f"{reference / step:.2f}" if step and reference else "—"
+        ratio = f"{reference / r['s_per_sample']:.2f}" if step and reference else "—"
         prefix = f"{r['prefix_s_per_record']:.3f}" if "prefix_s_per_record" in r else "—"
         cell = f"{step:.3f}" if step else f"failed: {r.get('error')}"
         per_sample = f"{r['s_per_sample']:.3f}" if step else "—"

@@ -64,10 +64,19 @@ def configure_torch(threads: int) -> None:
 
 
 def bf16_supported() -> bool:
-    """Whether bf16 autocast is fast here: CUDA, or a CPU with AVX-512 BF16 / AMX."""
+    """Whether the device has native bf16: CUDA with bf16, or a CPU with AVX-512 BF16 / AMX."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def default_precision(base: str) -> str:
+    """bf16 autocast only on a CUDA device with bf16. On a CPU fp32 is faster even with native
+    bf16 (measured here, AVX-512 BF16, top-4 cached: 2.36 s/step bf16 vs 0.55 fp32) and far
+    faster without it (emulated bf16, all layers: 123 s/step vs 4 s)."""
+    from unlearning.training.base_models import TINY
+
+    return "bf16" if base != TINY and torch.cuda.is_available() and bf16_supported() else "fp32"
 
 
 def default_lora_layers(base: str) -> str:

@@ -26,11 +26,12 @@ CONFIG = TrainConfig(base="tiny", lr=0.03, batch_size=4, lora_dropout=0.05, seed
 FORGET = {"user0", "user1"}
 
 
-@pytest.fixture(scope="module")
-def setup():  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["all", "top-1"])
+def setup(request):  # type: ignore[no-untyped-def]
+    """Every test twice: LoRA on all layers, and on the top layer from the cached prefix states."""
     records = [Record(r.record_id, r.subject_id, r.prompt, "Yes") if r.subject_id in FORGET else r
                for r in make_records(subjects=8, per_subject=4)]
-    engine = Engine(load_base("tiny"), CONFIG)
+    engine = Engine(load_base("tiny"), replace(CONFIG, lora_layers=request.param))
     examples = engine.encode(records)
     trained = engine.train(engine.initial_state(), examples, 4 * len(examples), "influence")
     old = [e for r, e in zip(records, examples, strict=True) if r.subject_id in FORGET]
@@ -92,7 +93,7 @@ def test_removal_moves_forget_predictions_towards_a_warm_started_retrain(setup) 
     updated = {k: v + solution.delta[k] for k, v in trained.lora.items()}
     # what the influence function approximates: training continued from the adapter without the
     # records (full-batch Adam, so the reference carries no mini-batch noise)
-    warm = Engine(load_base("tiny"), replace(CONFIG, lr=0.01, batch_size=len(keep)))
+    warm = Engine(load_base("tiny"), replace(engine.config, lr=0.01, batch_size=len(keep)))
     start = TrainingState(lora=trained.lora, optimizer=None, scheduler=None, rng=trained.rng, step=0)
     retrained = warm.train(start, keep, 20 * len(keep), "warm-start")
 
