@@ -14,7 +14,10 @@ app = typer.Typer(help="Benchmarks: JSON results, side-by-side comparisons.", no
 @app.command()
 def unlearning(
     preset: str = typer.Option("tiny", "--preset", help="tiny (CI smoke test: tiny model, minutes), cpu (SmolLM2 + "
-                               "MovieLens; about 1.5 hours on 2 idle cores, W1 of 5 requests) or gpu (CUDA, 3 seeds)."),
+                               "MovieLens; about 1.5 hours on 2 idle cores, W1 of 5 requests), gpu (CUDA, 3 seeds), "
+                               "seed (APA's Movie protocol: chronological split, 1024/500/1000 samples, 4 shards of "
+                               "256, top-4 LoRA layers, epochs chosen on validation, targets) or seed-tiny (the same "
+                               "protocol on the tiny model, seconds)."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 [default: the preset's]."),
     out: Path = typer.Option(Path("bench-results/unlearning"), "--out",
                              help="Directory for results.json, summary.md and the PNG plots (written as it goes)."),
@@ -23,10 +26,11 @@ def unlearning(
     methods: str = typer.Option("retrain,sisa,apa-d,apa-nd,s3t-b1,s3t-bL,influence", "--methods",
                                 help="Comma-separated methods (keep retrain: the reference for speed-ups and distances, run first; "
                                 "influence is the approximate path, updating retrain's adapter)."),
-    workloads: str = typer.Option("w1,w2,w3,w4", "--workloads",
+    workloads: str = typer.Option(None, "--workloads",
                                   help="Comma-separated workloads, run in this order: w1 sequential single records, "
-                                  "w2 one batch of 5 %, w3 subjects, w4 corruption then correction (retrain and "
-                                  "influence only)."),
+                                  "w2 one batch (5 % of the training records; the seed presets' share is smaller), w3 "
+                                  "subjects, w4 corruption then correction (retrain and influence only) [default: the "
+                                  "preset's: w1,w2,w3,w4; seed presets w1,w2,w3]."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads [default: the preset's]."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the summary."),
 ) -> None:
@@ -39,7 +43,8 @@ def unlearning(
     def items(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip()]
 
-    result = run_unlearning_benchmark(preset_named(preset), out, seeds, items(methods), items(workloads), base,
+    result = run_unlearning_benchmark(preset_named(preset), out, seeds, items(methods),
+                                      items(workloads) if workloads is not None else None, base,
                                       threads, log=lambda line: typer.echo(line, err=True))
     if as_json:
         print_json(result)

@@ -13,7 +13,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +40,10 @@ def _mlflow(ws: Workspace):  # type: ignore[no-untyped-def]
         local_services.down(ws)
 
 
-def bench_workspace(root: Path, method: str, records: Sequence[Record], mlflow_uri: str | None = None) -> Workspace:
-    """A fresh workspace with its own keys, the fixed partition key and these records."""
+def bench_workspace(root: Path, method: str, records: Sequence[Record] | Mapping[str, Sequence[Record]],
+                    mlflow_uri: str | None = None) -> Workspace:
+    """A fresh workspace with its own keys, the fixed partition key and these records (split by
+    subject, or given per split: split -> records)."""
     ws = Workspace(root / method).ensure()
     init_keys(ws.key_dir)
     (ws.key_dir / "partition.key").write_bytes(PARTITION_KEY)
@@ -49,7 +51,8 @@ def bench_workspace(root: Path, method: str, records: Sequence[Record], mlflow_u
     if mlflow_uri is not None:
         ws.config_file.write_text(f'[mlflow]\ntracking_uri = "{mlflow_uri}"\n')
     with RecordStore.open(ws) as store:
-        store.ingest(records)
+        for split, part in (records.items() if isinstance(records, Mapping) else [(None, records)]):
+            store.ingest(part, split)
     return ws
 
 

@@ -31,6 +31,24 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1 or value == 0 else f"{value:.{digits}f}"
 
 
+def _fmt_auc(value: float | None) -> str:
+    """An AUC of records that were scored: None only when their labels hold a single class."""
+    return "n/a (one class)" if value is None else _fmt(value)
+
+
+def _title(result: dict, workload: str) -> str:
+    share = result["settings"].get("batch_share", 0.05)
+    return f"W2 one batch of {100 * share:g} %" if workload == "w2" else WORKLOAD_TITLES[workload]
+
+
+def _skipped_influence(settings: dict) -> list[str]:
+    """Request-stream workloads `influence` does not run in this preset (results written before
+    `influence_on` existed name only W1, with `influence_w1`)."""
+    if "influence_on" in settings:
+        return [w for w in settings["workloads"] if w != "w4" and w not in settings["influence_on"]]
+    return [] if settings.get("influence_w1", True) else ["w1"]
+
+
 def _verdict(values: Iterable[bool | None]) -> str:
     checked = [v for v in values if v is not None]
     if not checked:
@@ -78,6 +96,9 @@ def workload_stats(result: dict, workload: str) -> dict[str, dict]:
                   if row["auc"] is not None and ref_last.get(s) is not None]
         out[method] = {
             "steps": len(group) // max(1, len(last)), "unlearn_s": seconds,
+            # the product's cost of one request: a step's seconds shared by the requests it coalesced
+            "per_request_s": _mean(r["unlearn_s"] / (r.get("requests") or 1) for r in group
+                                   if r["unlearn_s"] is not None),
             "speedup": ref_s / seconds if ref_s and seconds else None,
             "grad_samples": grad, "grad_speedup": ref_grad / grad if ref_grad and grad else None,
             "compliance_s": _mean(r["compliance_s"] for r in group),
@@ -109,7 +130,7 @@ def _training_table(result: dict) -> list[str]:
                      f"| {_fmt(_mean(r['grad_samples'] for r in group))} "
                      f"| {_fmt(_mean(r['storage_bytes'] for r in group) / 1e6)} "
                      f"| {_fmt(_mean(r['inference_ms_per_sample'] for r in group))} "
-                     f"| {_fmt(_mean(r['auc'] for r in group))} | {_fmt(_mean(r['baseline_auc'] for r in group))} |")
+                     f"| {_fmt_auc(_mean(r['auc'] for r in group))} | {_fmt_auc(_mean(r['baseline_auc'] for r in group))} |")
     return lines
 
 
@@ -129,8 +150,8 @@ def _workload_table(result: dict, stats: dict[str, dict]) -> list[str]:
                       else "no retraining" if s["grad_samples"] == 0 else "n/a")
         delta = f"{s['auc_delta']:+.3f}" if s["auc_delta"] is not None else "n/a"
         lines.append(f"| {method} | {s['steps']} | {_fmt(s['unlearn_s'])} | {speed} | {_fmt(s['grad_samples'])} "
-                     f"| {grad_speed} | {_fmt(s['compliance_s'])} | {_fmt(s['restored_s'])} | {_fmt(s['auc_last'])} "
-                     f"| {delta} | {_fmt(s['distance'])} | {_fmt(s['forget_auc_last'])} | {_fmt(s['mia_auc_last'])} "
+                     f"| {grad_speed} | {_fmt(s['compliance_s'])} | {_fmt(s['restored_s'])} | {_fmt_auc(s['auc_last'])} "
+                     f"| {delta} | {_fmt(s['distance'])} | {_fmt_auc(s['forget_auc_last'])} | {_fmt(s['mia_auc_last'])} "
                      f"| {_fmt(s['residual'])} | {s3t} | {s['exact_retrained']} | {s['exact_s3t_active']} |")
     return lines
 
@@ -145,9 +166,9 @@ def _corrections_table(rows: Sequence[dict]) -> list[str]:
             continue
         lines.append(f"| {workload} | {model} | {_fmt(_mean(r['seconds'] for r in group))} "
                      f"| {_fmt(_mean(r.get('relative_residual') for r in group))} "
-                     f"| {_fmt(_mean(r['auc'] for r in group))} | {_fmt(_mean(r['distance_to_retrain'] for r in group))} "
+                     f"| {_fmt_auc(_mean(r['auc'] for r in group))} | {_fmt(_mean(r['distance_to_retrain'] for r in group))} "
                      f"| {_fmt(_mean(r['distance_to_retrain_corrected'] for r in group))} "
-                     f"| {_fmt(_mean(r['corrected_auc'] for r in group))} | {_fmt(_mean(r['mia_auc'] for r in group))} |")
+                     f"| {_fmt_auc(_mean(r['corrected_auc'] for r in group))} | {_fmt(_mean(r['mia_auc'] for r in group))} |")
     return lines
 
 
@@ -205,13 +226,168 @@ def losses(result: dict) -> list[str]:
     return notes + _correction_losses(result.get("corrections", []))
 
 
+# --- APA's Movie protocol (preset seed): cost two ways, S3T capacity, equal wall-clock, targets ----
+
+EXCLUSION_METHODS = ("sisa", "apa-d", "apa-nd", "s3t-b1", "s3t-bL")
+S3T_FORMULA_MARGIN = 0.10  # measured deletion counts within 10 % of the coupon-collector expectation
+
+
+def _speedup(reference: float | None, mine: float | None) -> float | None:
+    return reference / mine if reference and mine else None
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.1f}x" if value is not None else "n/a"
+
+
+def _train_rows(result: dict) -> dict[str, list[dict]]:
+    return {m: g for (m,), g in _by([r for r in result["rows"] if r["workload"] == "train"], "method").items()}
+
+
+def _prefix_lines(result: dict) -> list[str]:
+    prefixes = result.get("prefixes")
+    if not prefixes:
+        return []
+    return [f"Frozen-prefix states of {prefixes['sequences']} sequences (training records with their answers, "
+            f"validation and test prompts) were computed once in {_fmt(prefixes['seconds'])} s before anything was "
+            "timed, and shared by every method: a one-off cost, like the initial training.", ""]
+
+
+def _section(title: str, intro: str, columns: Sequence[str], rows: Iterable[Sequence[object]],
+             numbers: bool = True) -> list[str]:
+    """A summary section: title, a paragraph, and a table (numbers right-aligned after the first column)."""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |",
+            "|---|" + ("---:|" if numbers else "---|") * (len(columns) - 1),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
+
+
+def _epoch_lines(result: dict) -> list[str]:
+    selection = result.get("epoch_selection")
+    if not selection:
+        return []
+    return _section(
+        "Epoch selection (once, on validation AUC)",
+        f"One retrain run, scored on the {selection['validation']} validation records at each candidate "
+        f"({_fmt(selection['seconds'])} s); every method then trains {selection['chosen']:g} epochs.",
+        ["epochs", "validation AUC"],
+        [(f"{e:g}{' (chosen)' if e == selection['chosen'] else ''}", _fmt_auc(auc))
+         for e, auc in zip(selection["grid"], selection["validation_auc"], strict=True)])
+
+
+def _cost_lines(result: dict) -> list[str]:
+    submodel = {m: _mean(r.get("one_submodel_s") for r in g) for m, g in _train_rows(result).items()}
+    streams = _streams(result)
+    stats = {w: workload_stats(result, w) for w in streams}
+
+    def cells(method: str) -> list[str]:
+        out = [method, _fmt(submodel.get(method)), _x(_speedup(submodel.get("retrain"), submodel.get(method)))]
+        for w in streams:
+            mine = stats[w].get(method, {}).get("per_request_s")
+            out += [_fmt(mine), _x(_speedup(stats[w].get("retrain", {}).get("per_request_s"), mine))]
+        return out
+
+    return _section(
+        "Unlearning cost per request, two ways",
+        "APA's protocol (RecEraser's): exactly one sub-model retrained per request — one shard's components from "
+        "scratch (SISA: all its slices; S3T: all its orders and stages; APA: its adapter and validation column), "
+        "the mean over shards of their training seconds; retrain: the whole model. The product's: what the service "
+        "did per request in each workload (coalesced: a step's seconds over its requests; SISA resumes from the "
+        "last clean slice, S3T truncates instead of retraining).",
+        ["method", "one sub-model s (APA's protocol)", "speed-up vs retrain",
+         *(f"{w.upper()} {c}" for w in streams for c in ("s/request (product)", "speed-up"))],
+        [cells(m) for m in _methods(result)])
+
+
+def _s3t_lines(result: dict) -> list[str]:
+    simulations = result.get("s3t_deletions")
+    if not simulations:
+        return []
+    return _section(
+        "S3T deletion capacity",
+        "Uniform random single-record deletions on each trained S3T version (its own manifests, "
+        f"{next(iter(simulations.values()))['trials']} simulated streams, no training): how many until the first "
+        "shard, and until every shard, has no valid order left and must be retrained. The expectations are the "
+        "coupon collector's over the m·B' first-position slices, each hit with probability 1/(mL): "
+        "E[every shard] = mL·H_{mB'} (reference §4b), E[first shard] = mL ∫₀¹ (1-(1-u)^B')^m / u du.",
+        ["method", "m", "L", "B", "B'", "first shard: measured", "expected", "every shard: measured", "mL·H_{mB'}"],
+        [(method, sim["shards"], sim["slices"], sim["orders"], sim["first_position_slices"],
+          _fmt(sim["measured_first"]), _fmt(sim["formula_first"]), _fmt(sim["measured_all"]),
+          _fmt(sim["formula_all"])) for method, sim in simulations.items()])
+
+
+def _equal_time_lines(result: dict) -> list[str]:
+    compared = result.get("equal_time")
+    if not compared:
+        return []
+    return _section(
+        "Top-N cached layers vs all layers at equal wall-clock (retrain)",
+        "The all-layers retrain trains on the same records and recipe for as many samples as fit into the top-N "
+        "retrain's training seconds (the top-N side's prefix states are the one-off cost above).",
+        ["LoRA layers", "training s", "samples", "epochs", "test AUC"],
+        [(c["lora_layers"], _fmt(c["seconds"]), c["samples"], _fmt(c["epochs"]), _fmt_auc(c["auc"]))
+         for c in (compared["top"], compared["all"])])
+
+
+def targets(result: dict) -> list[tuple[str, str, bool | None]]:
+    """The seed preset's targets: (target, measured, met; None where nothing was measured)."""
+    train = _train_rows(result)
+    auc = {m: _mean(r["auc"] for r in g) for m, g in train.items()}
+    submodel = {m: _mean(r.get("one_submodel_s") for r in g) for m, g in train.items()}
+    out: list[tuple[str, str, bool | None]] = []
+    ref, baseline = auc.get("retrain"), _mean(r["baseline_auc"] for r in train.get("retrain", []))
+    out.append(("retrain test AUC above the history heuristic and >= 0.70",
+                f"{_fmt_auc(ref)} (heuristic {_fmt_auc(baseline)})",
+                None if ref is None or baseline is None else ref > baseline and ref >= 0.70))
+    for method in ("apa-d", "apa-nd"):
+        delta = auc[method] - ref if auc.get(method) is not None and ref is not None else None
+        out.append((f"{method} test AUC within 0.02 of retrain", f"{_fmt_auc(auc.get(method))} "
+                    f"(Δ {delta:+.3f})" if delta is not None else "n/a", None if delta is None else delta >= -0.02))
+    w1 = workload_stats(result, "w1") if "w1" in _streams(result) else {}
+    for method in ("sisa", "apa-d", "apa-nd"):
+        speed = _speedup(submodel.get("retrain"), submodel.get(method))
+        product = _speedup(w1.get("retrain", {}).get("per_request_s"), w1.get(method, {}).get("per_request_s"))
+        out.append((f"{method} unlearning >= 3.5x faster per request than retrain (one sub-model, APA's protocol)",
+                    f"{_x(speed)} (product, W1: {_x(product)})", None if speed is None else speed >= 3.5))
+    served = [r for r in result["rows"] if r["method"] in EXCLUSION_METHODS and r["workload"] != "train"
+              and r["compliance_s"] is not None and (r["restored_s"] is None or r["compliance_s"] < r["restored_s"])]
+    worst = max((r["compliance_s"] for r in served), default=None)
+    out.append(("exact compliance by exclusion < 1 s (SISA, APA, S3T; every request served by an exclusion)",
+                f"max {_fmt(worst)} s over {len(served)} requests", None if worst is None else worst < 1))
+    for method, sim in result.get("s3t_deletions", {}).items():
+        measured, formula = sim["measured_all"], sim["formula_all"]
+        close = None if measured is None else abs(measured - formula) <= S3T_FORMULA_MARGIN * formula
+        out.append((f"{method} deletions until every shard must retrain within 10 % of mL·H_{{mB'}}",
+                    f"{_fmt(measured)} vs {_fmt(formula)} (first shard {_fmt(sim['measured_first'])} vs "
+                    f"{_fmt(sim['formula_first'])}); test AUC {_fmt_auc(auc.get(method))} beside SISA's "
+                    f"{_fmt_auc(auc.get('sisa'))}", close))
+    speeds = [(w, _speedup(s.get("retrain", {}).get("per_request_s"), s.get("influence", {}).get("per_request_s")))
+              for w in _streams(result) if (s := workload_stats(result, w)).get("influence")]
+    speeds = [(w, x) for w, x in speeds if x is not None]
+    out.append(("influence update >= 10x faster than retrain",
+                ", ".join(f"{w.upper()} {_x(x)}" for w, x in speeds) or "n/a",
+                all(x >= 10 for _, x in speeds) if speeds else None))
+    wall = result.get("wall_s")
+    out.append(("whole preset wall time <= 90 min", f"{wall / 60:.1f} min" + ("" if result["complete"] else " so far")
+                if wall is not None else "n/a", None if wall is None else wall <= 90 * 60))
+    return out
+
+
+def _protocol_lines(result: dict) -> list[str]:
+    lines = [*_cost_lines(result), *_s3t_lines(result), *_equal_time_lines(result)]
+    if result["settings"].get("window"):  # the issue's targets are those of APA's Movie protocol
+        lines += _section("Targets", "The issue's targets for APA's Movie protocol, from the numbers above.",
+                          ["target", "measured", "verdict"],
+                          [(t, m, "n/a" if met is None else "met" if met else "MISSED") for t, m, met in targets(result)],
+                          numbers=False)
+    return lines
+
+
 def write_summary(result: dict, path: Path) -> None:
     settings, env, data = result["settings"], result.get("environment", {}), result["data"]
     done = {(r["method"], r["workload"]) for r in result["rows"]}
     expected = {(m, w) for m in settings["methods"] for w in ["train", *_streams(result)]}
-    influence_w1 = settings.get("influence_w1", True)  # results written before the setting existed ran it
-    if not influence_w1:
-        expected.discard(("influence", "w1"))
+    skipped = _skipped_influence(settings)
+    expected -= {("influence", w) for w in skipped}
     missing = sorted(expected - done) + ([("retrain+influence", "w4")]
                                          if "w4" in settings["workloads"] and not result.get("corrections") else [])
     status = "complete" if result["complete"] else (
@@ -219,14 +395,25 @@ def write_summary(result: dict, path: Path) -> None:
         + ("; not measured yet: " + ", ".join(f"{m}/{w}" for m, w in missing) if missing else ""))
     lines = [
         f"# Unlearning benchmark, preset `{result['preset']}` ({status})", "",
-        f"Base `{settings['base']}`, {data['train']} training and {data['test']} test records (MovieLens-100K), "
-        f"{settings['shards']} shards x {settings['slices']} slices, {settings['epochs']} epochs, lr {settings['lr']}, "
+        f"Base `{settings['base']}`, {data['train']} training and {data['test']} test records (MovieLens-100K"
+        + (f", APA's chronological protocol: the last {settings['window']} samples by target time split 8:1:1, "
+           f"{data['valid']} validation records, users across the splits" if settings.get("window") else "")
+        + f"), {settings['shards']} shards x {settings['slices']} slices, {settings['epochs']} epochs"
+        + (" (chosen on validation AUC)" if result.get("epoch_selection") else "")
+        + (f", LoRA on the {settings['lora_layers']} layers" if settings.get("lora_layers", "all") != "all" else "")
+        + f", lr {settings['lr']}, "
         f"batch {settings['batch_size']}, {settings['precision']}, seeds 0..{settings['seeds'] - 1}. "
         f"torch {env.get('torch')} on {env.get('device')}, {env.get('threads')} threads, "
-        f"{env.get('cpu_count')} CPUs visible. Prompts hold the last {settings['history']} ratings; the base model "
-        f"alone (zero-shot) scores test AUC {_fmt(result.get('zero_shot', {}).get('auc'))}.", "",
-        f"Workloads: W1 = {settings['sequential']} sequential single-record erasures, W2 = one batch of 5 % of the "
-        f"training records, W3 = {settings['subjects']} sequential subject erasures. Unlearning time is everything "
+        f"{env.get('cpu_count')} CPUs visible. Prompts hold the last {settings['history']} ratings"
+        + (f"; the base model alone (zero-shot) scores test AUC {_fmt_auc(result['zero_shot'].get('auc'))}."
+           if result.get("zero_shot") else ".")
+        + (" S3T stages train 2E/(L+1) epochs each (SISA's slice schedule: an order costs what a SISA shard "
+           "does; the paper trains E per stage)." if settings.get("s3t_sisa_schedule") else "")
+        + (" APA(D) and APA(ND) are one trained and unlearned model scored with both merges (merge is "
+           "inference-only: the adapters and the aggregator are the same bits), so they share every cost column."
+           if settings.get("apa_shared") else ""), "",
+        f"Workloads: W1 = {settings['sequential']} sequential single-record erasures, "
+        f"W2 = {_title(result, 'w2').removeprefix('W2 ')} of the training records, W3 = {settings['subjects']} sequential subject erasures. Unlearning time is everything "
         "the method does for a request (receive + crypto-shred, exact exclusion, retraining); certification and "
         "registration are not included (`erasure bench forget`). `influence` is the approximate path alone: the "
         "trained retrain adapter moved by one influence update removing every record erased so far "
@@ -234,20 +421,23 @@ def write_summary(result: dict, path: Path) -> None:
         f"products, damping {settings.get('damping')}; its fwd+bwd count adds gradient and HVP examples, an HVP costing about two); it never gives "
         "exact compliance. Forget-set AUC scores the erased records with their true answers; MIA AUC is a "
         "loss-based membership inference of the erased records against as many test records (0.5: they look "
-        "unseen)." + ("" if influence_w1 else
-                      " `influence` does not run W1 in this preset (a full solve per sequential request)."), "",
+        "unseen)." + (f" `influence` does not run {', '.join(w.upper() for w in skipped)} in this preset (a full "
+                      "solve per request)." if skipped else ""), "",
+        *_prefix_lines(result),
         "## Initial training (one-off cost)", "", *_training_table(result), "",
+        *_epoch_lines(result),
     ]
     for workload in _streams(result):
         stats = workload_stats(result, workload)
         if stats:
-            lines += [f"## {WORKLOAD_TITLES[workload]}", "", *_workload_table(result, stats), ""]
+            lines += [f"## {_title(result, workload)}", "", *_workload_table(result, stats), ""]
     if result.get("corrections"):
         lines += [f"## {WORKLOAD_TITLES['w4']}", "",
                   "10 % of the training records corrupted (rc: answer flipped; qm: a random movie added to the liked "
                   "history), one adapter trained on them, then corrected: `retrain` is the exact correction (the same "
                   "recipe on the clean records), `influence-*` the approximate one from the corrupted adapter.", "",
                   *_corrections_table(result["corrections"]), ""]
+    lines += _protocol_lines(result)
     notes = losses(result)
     lines += ["## Where methods lose", "", *(f"- {n}" for n in notes or ["nothing beyond the tables' margins"]), ""]
     path.write_text("\n".join(lines))
@@ -275,7 +465,7 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         baseline = _mean(r["baseline_auc"] for r in rows)
         if baseline is not None:
             ax.axhline(baseline, color="grey", linestyle="--", label="history baseline")
-        ax.set(title=WORKLOAD_TITLES[workload], xlabel="records erased", ylabel="test AUC")
+        ax.set(title=_title(result, workload), xlabel="records erased", ylabel="test AUC")
     fig.axes[0].legend(fontsize="small")
     paths.append(_save(fig, out / PLOTS[0]))
 

@@ -25,6 +25,12 @@ corrupts 10 % of the records, trains, and corrects them exactly (retrain) and ap
 After every step: test AUC, distance to retrain, the erased records' AUC and a loss-based
 membership-inference AUC of the erased records against test records.
 
+Preset `seed` follows APA's Movie protocol instead (`unlearning.bench.protocol`): a chronological
+split with users across the parts, K shards of 256, epochs chosen once on validation AUC, LoRA on
+the top 4 layers from frozen-prefix states computed once for all methods (`shared_prefixes`);
+it adds APA's per-request cost (one sub-model retrained), S3T's deletion capacity against the
+coupon-collector formula, top-N vs all layers at equal wall-clock, and the issue's targets.
+
 Exactness columns: on the first request of a workload that retrains anything, the last
 retrained adapter (its whole lineage) and APA's aggregator are replayed from scratch on the
 retained records and must have the same digest; after every S3T exclusion, each truncated
@@ -49,7 +55,9 @@ from pathlib import Path
 
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
+from unlearning.bench import protocol
 from unlearning.bench.forget import PARTITION_KEY, bench_workspace
+from unlearning.bench.protocol import BenchData
 from unlearning.data import movielens
 from unlearning.data.partition import Partition, training_order
 from unlearning.data.records import Record, RecordStore
@@ -59,6 +67,7 @@ from unlearning.operations.exclude import exclude
 from unlearning.operations.receive import Request, receive_many
 from unlearning.operations.restore import restore, served_clean
 from unlearning.training.config import TrainConfig
+from unlearning.training.prefix import shared_prefixes
 from unlearning.versions.store import ModelStore, ModelVersion
 
 NAME = "bench"
@@ -67,14 +76,17 @@ WORKLOADS = ("w1", "w2", "w3", "w4")
 BATCH_SHARE = 0.05  # W2: share of the training records erased in one batch
 CORRUPTED_SHARE = 0.10  # W4: share of the training records corrupted, then corrected
 CHECK_PROMPTS = 4  # test prompts whose P(Yes) the S3T check compares
+S3T_TRIALS = 2000  # simulated deletion streams per S3T method (no training: the trained version's manifests)
 
 # One row per measurement: the initial training of a method (workload "train", step 0) or one
 # erasure step of a workload. None where a column does not apply.
 ROW_FIELDS = (
     "seed", "method", "workload", "step",
+    "requests",  # erasure requests handled together in this step (W2: one per subject of the batch)
     "erased_records",  # records erased by this step (cumulative: erased_total)
     "erased_total",
     "train_s",  # initial training wall seconds (train rows)
+    "one_submodel_s",  # train rows: APA's cost of a request, one sub-model retrained (mean shard; retrain: all)
     "unlearn_s",  # wall seconds of everything the method did for this step
     "compliance_s",  # until an exact version without the records could be served
     "restored_s",  # until the retrained version was ready (None: nothing retrained)
@@ -117,7 +129,21 @@ class Preset:
     solver_steps: int  # influence: Adam steps of the solve
     solver_batch: int  # influence: examples per mini-batch Hessian-vector product
     damping: float  # influence: λ of (H + λI)δ = b (large enough to make H + λI positive definite)
-    influence_w1: bool = True  # run `influence` on W1 too (one full solve per sequential request)
+    influence_on: tuple[str, ...] = ("w1", "w2", "w3")  # workloads `influence` runs (a full solve per step)
+    workloads: tuple[str, ...] = WORKLOADS  # run unless --workloads names others
+    batch_share: float = BATCH_SHARE  # W2: share of the training records erased in one batch
+    lora_layers: str = "all"  # "top-N": LoRA on the top N layers; the frozen prefix's states computed once
+    # APA's Movie protocol (window > 0): the last `window` samples by target time split 8:1:1, then
+    # (train, validation, test) samples drawn from the parts, the training draw balanced over the shards
+    window: int = 0
+    sizes: tuple[int, int, int] = (0, 0, 0)
+    epoch_grid: tuple[float, ...] = ()  # non-empty: epochs chosen once among these on validation AUC
+    replay_once: bool = False  # exact_retrained: replayed once per method and seed, not once per workload
+    s3t_sisa_schedule: bool = False  # S3T stages train 2E/(L+1) epochs each (SISA's slices), not the paper's E
+    # APA(D) and APA(ND) train and unlearn once: merge is inference-only, so their adapters and
+    # aggregator are the same bits; every APA row is scored with both merges
+    apa_shared: bool = False
+    zero_shot: bool = True  # score the base model alone on the test records
 
 
 PRESETS = {
@@ -131,10 +157,43 @@ PRESETS = {
     "cpu": Preset("cpu", base="smollm2-135m", users=40, history=10, per_user=3, eval_per_user=10, epochs=0.5, lr=1e-3,
                   batch_size=4, shards=4, slices=4, sequential=5, subjects=2, seeds=1, threads=2,
                   # a solve of about the retrain's own cost (45 samples): 10 x 4 HVP examples
-                  solver_steps=10, solver_batch=4, damping=1.0, influence_w1=False),
+                  solver_steps=10, solver_batch=4, damping=1.0, influence_on=("w2", "w3")),
     "gpu": Preset("gpu", base="smollm2-135m", users=300, history=10, per_user=5, eval_per_user=20, epochs=1.0, lr=1e-3,
                   batch_size=8, shards=4, slices=4, sequential=20, subjects=5, seeds=3, threads=4,
                   solver_steps=50, solver_batch=8, damping=1.0),
+    # APA's Movie protocol at APA's sizes (reference §3c): 1024 / 500 / 1000 samples, K = 4 shards of 256,
+    # L = 4 slices, LoRA on the top 4 of SmolLM2's 30 layers (S3T: one layer per group).
+    #
+    # Time budget, 2 idle cores (unit costs measured here: a top-4 training sample 0.124 s fwd+bwd,
+    # one scored prompt 0.045 s at batch 8 and 0.058 s at batch 1 (APA's validation columns), a
+    # prefix state 0.285 s once, an HVP example 0.254 s, an all-layers scored prompt 0.35 s; an
+    # epoch of retrain = 127 s), for E = 1 (the worst the grid allows; E = 0.5: about 63 min):
+    #   prefix states of 2524 sequences                                            12.0 min
+    #   epoch selection: one retrain run to 1 epoch, 500 validation prompts at 0.5 and 1    2.9
+    #   training: retrain 3.0, SISA 5.3, APA 7.7 (adapters, 4 x 500 validation columns, D and
+    #     ND scoring), S3T B=1 5.0 and B=L 10.4 (stages at SISA's 2E/(L+1) epochs)         31.4
+    #     (each includes scoring 1000 test prompts: 4 passes for SISA and S3T)
+    #   top-4 vs all layers at equal wall-clock: 127 s of all-layers training + scoring  7.9
+    #   exactness replays, once per method (SISA's shard lineage, APA's adapter and aggregator)  2.9
+    #   W1, one single-record erasure for every method (retrain 127 s, SISA 25 s, APA 61 s,
+    #     S3T exclusions) with 1000 test prompts scored after it per method             11.0
+    #   influence on W1: 40 mini-batch HVPs + the full-batch residual (1024 HVPs)         5.4
+    #   total                                                                            about 74 min
+    # The knobs that make it fit: E <= 1 (grid 0.5, 1), S3T stages at SISA's schedule (the paper's E
+    # per stage: +13.5 min), APA(D) and APA(ND) shared (apart: +8 min), one W1 request, W2 and W3 off
+    # (--workloads w1,w3 adds W3's one subject: +11 min), no zero-shot scoring, replays once.
+    "seed": Preset("seed", base="smollm2-135m", users=0, history=10, per_user=0, eval_per_user=0, epochs=1.0, lr=1e-3,
+                   batch_size=4, shards=4, slices=4, sequential=1, subjects=1, seeds=1, threads=2,
+                   solver_steps=10, solver_batch=4, damping=1.0, workloads=("w1",), batch_share=0.002,
+                   lora_layers="top-4", window=10_000, sizes=(1024, 500, 1000), epoch_grid=(0.5, 1.0),
+                   replay_once=True, s3t_sisa_schedule=True, apa_shared=True, zero_shot=False),
+    # the same protocol at test scale (the 2-layer tiny model, a few hundred samples), end to end in seconds
+    "seed-tiny": Preset("seed-tiny", base="tiny", users=0, history=5, per_user=0, eval_per_user=0, epochs=1.0,
+                        lr=1e-2, batch_size=8, shards=2, slices=2, sequential=2, subjects=1, seeds=1, threads=1,
+                        solver_steps=10, solver_batch=8, damping=1.0, influence_on=("w3",),
+                        workloads=("w1", "w2", "w3"), lora_layers="top-2", window=600, sizes=(48, 24, 32),
+                        epoch_grid=(1.0, 2.0), replay_once=True, s3t_sisa_schedule=True, apa_shared=True,
+                        zero_shot=False),
 }
 
 
@@ -162,6 +221,17 @@ def bench_records(preset: Preset) -> list[Record]:
     return out
 
 
+def bench_data(preset: Preset) -> BenchData:
+    """A preset's training, validation and test records: APA's chronological protocol (window > 0),
+    else `bench_records` split by subject under the fixed partition key."""
+    partition = Partition(PARTITION_KEY)
+    if preset.window:
+        return protocol.chronological_data(preset.history, preset.window, preset.sizes, partition, preset.shards)
+    records = bench_records(preset)
+    part = {s: [r for r in records if partition.split(r.subject_id) == s] for s in ("train", "valid", "test")}
+    return BenchData(part["train"], part["valid"], part["test"], explicit_splits=False)
+
+
 def workloads(preset: Preset, seed: int, train: Sequence[Record]) -> dict[str, list[Erasure]]:
     """The request streams of a seed: a function of (seed, record id) only."""
     def single(w: str, i: int, r: Record) -> Request:
@@ -169,7 +239,7 @@ def workloads(preset: Preset, seed: int, train: Sequence[Record]) -> dict[str, l
 
     w1 = [Erasure((single("w1", i, r),), 1, (r,))
           for i, r in enumerate(training_order(seed, "bench/w1", train)[:preset.sequential])]
-    batch = training_order(seed, "bench/w2", train)[:max(1, round(BATCH_SHARE * len(train)))]
+    batch = training_order(seed, "bench/w2", train)[:max(1, round(preset.batch_share * len(train)))]
     grouped: dict[str, list[str]] = defaultdict(list)
     for r in batch:
         grouped[r.subject_id].append(r.record_id)
@@ -185,21 +255,25 @@ def workloads(preset: Preset, seed: int, train: Sequence[Record]) -> dict[str, l
 
 
 def method_configs(preset: Preset, base: str, seed: int, threads: int, precision: str,
-                   num_layers: int) -> dict[str, TrainConfig]:
-    """One recipe for all; each method adds only its own settings. S3T's L layer groups split
-    the base model's layers evenly (top-down)."""
-    common = dict(base=base, epochs=preset.epochs, lr=preset.lr, batch_size=preset.batch_size, seed=seed,
-                  threads=threads, precision=precision)
+                   num_layers: int, epochs: float | None = None) -> dict[str, TrainConfig]:
+    """One recipe for all (`epochs`: the preset's unless chosen on validation); each method adds
+    only its own settings. S3T's L layer groups split the layers that carry LoRA evenly (top-down)."""
+    common = dict(base=base, epochs=preset.epochs if epochs is None else epochs, lr=preset.lr,
+                  batch_size=preset.batch_size, seed=seed, threads=threads, precision=precision,
+                  lora_layers=preset.lora_layers)
     shards, slices = preset.shards, preset.slices
-    s3t = dict(method="s3t", shards=shards, slices=slices, layers_per_group=max(1, num_layers // slices))
+    trainable = TrainConfig(lora_layers=preset.lora_layers).top_layers(num_layers)
+    stage_epochs = round(2 * common["epochs"] / (slices + 1), 6) if preset.s3t_sisa_schedule else common["epochs"]
+    s3t = dict(method="s3t", shards=shards, slices=slices, layers_per_group=max(1, trainable // slices),
+               **{**common, "epochs": stage_epochs})
     return {
         "retrain": TrainConfig(method="retrain", **common),
         "influence": TrainConfig(method="retrain", **common),  # the retrain adapter, updated instead of retrained
         "sisa": TrainConfig(method="sisa", shards=shards, slices=slices, **common),
         "apa-d": TrainConfig(method="apa", shards=shards, merge="d", **common),
         "apa-nd": TrainConfig(method="apa", shards=shards, merge="nd", **common),
-        "s3t-b1": TrainConfig(**s3t, budget=1, **common),
-        "s3t-bL": TrainConfig(**s3t, budget=slices, **common),
+        "s3t-b1": TrainConfig(**s3t, budget=1),
+        "s3t-bL": TrainConfig(**s3t, budget=slices),
     }
 
 
@@ -221,6 +295,14 @@ def _clone(ws: Workspace, home: Path) -> Workspace:
     shutil.copytree(ws.home, home, ignore=shutil.ignore_patterns("artifacts"))
     shutil.copytree(ws.artifacts, home / "artifacts", copy_function=os.link)
     return Workspace(home)
+
+
+def _merge_view(version: ModelVersion, merge: str) -> ModelVersion:
+    """The APA version served with another merge (Eq. 5 or 6): the same files, only inference differs."""
+    view = ModelVersion(version.name, version.version, version.path)
+    aggregation = version.meta.aggregation.model_copy(update={"merge": merge})
+    view.__dict__["meta"] = version.meta.model_copy(update={"aggregation": aggregation})  # the cached_property's slot
+    return view
 
 
 def _storage_bytes(version: ModelVersion) -> int:
@@ -341,34 +423,47 @@ class UnlearningBenchmark:
         self.rows: list[dict] = []
         self.corrections: list[dict] = []  # W4 rows (`bench_influence`)
         self._reference: dict[tuple[int, str, int], list[float]] = {}
+        self._replayed: set[tuple[int, str]] = set()  # (seed, method) whose retraining was replayed
+        self._apa_shared = preset.apa_shared and {"apa-d", "apa-nd"} <= set(self.methods)
 
     def run(self) -> dict:
         from unlearning.training.base_models import load_base
         from unlearning.training.engine import bf16_supported, device
 
+        self.started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         precision = "bf16" if device().type == "cuda" and bf16_supported() else "fp32"  # bf16 is slower on CPU
         num_layers = load_base(self.base).model.config.num_hidden_layers
-        records = bench_records(self.preset)
-        partition = Partition(PARTITION_KEY)
-        train = [r for r in records if partition.split(r.subject_id) == "train"]
-        test = [r for r in records if partition.split(r.subject_id) == "test" and r.answer in ("Yes", "No")]
+        data = bench_data(self.preset)
+        train, test = data.train, [r for r in data.test if r.answer in ("Yes", "No")]
         self.result = {
             "benchmark": "unlearning", "preset": self.preset.name, "complete": False,
             "settings": {**asdict(self.preset), "base": self.base, "threads": self.threads, "seeds": self.seeds,
                          "methods": self.methods, "workloads": self.workload_order, "precision": precision},
-            "data": {"train": len(train), "test": len(test), "records": len(records)},
+            "data": {"train": len(train), "valid": len(data.valid), "test": len(test), "records": len(data.records),
+                     "protocol": "chronological" if data.explicit_splits else "subject"},
             "rows": self.rows,
             "corrections": self.corrections,
         }
         scorer = _Scorer(test)
-        with tempfile.TemporaryDirectory(prefix="erasure-bench-unlearning-") as tmp, _own_key_dirs():
+        epochs = None  # the preset's, unless chosen on validation (once, at seed 0)
+        with shared_prefixes(), tempfile.TemporaryDirectory(prefix="erasure-bench-unlearning-") as tmp, \
+                _own_key_dirs():
             for seed in range(self.seeds):
                 streams = workloads(self.preset, seed, train)
-                configs = method_configs(self.preset, self.base, seed, self.threads, precision, num_layers)
+                configs = method_configs(self.preset, self.base, seed, self.threads, precision, num_layers, epochs)
                 if seed == 0:
                     self.result["environment"] = _environment(configs["retrain"])
-                    self.result["zero_shot"] = scorer.zero_shot(configs["retrain"])
+                    self._warm_prefixes(configs["retrain"], data)
+                    if self.preset.epoch_grid:
+                        selection = protocol.select_epochs(configs["retrain"], train, data.valid,
+                                                           self.preset.epoch_grid, self.log)
+                        self.result["epoch_selection"] = selection
+                        epochs = self.result["settings"]["epochs"] = selection["chosen"]
+                        configs = method_configs(self.preset, self.base, seed, self.threads, precision, num_layers,
+                                                 epochs)
+                    if self.preset.zero_shot:
+                        self.result["zero_shot"] = scorer.zero_shot(configs["retrain"])
                 # workload-major, each method trained when first needed: a stopped run has every
                 # method on the first workloads rather than every workload for the first methods
                 trained: dict[str, tuple[Workspace, ModelVersion]] = {}
@@ -377,11 +472,12 @@ class UnlearningBenchmark:
                         self._corrections(seed, train, test, configs["retrain"])
                         continue
                     for method in self.methods:
-                        if (method, workload) == ("influence", "w1") and not self.preset.influence_w1:
+                        if (method == "influence" and workload not in self.preset.influence_on) or \
+                                (method == "apa-d" and self._apa_shared):  # apa-nd's runs score both merges
                             continue
                         root = Path(tmp) / f"seed{seed}-{method}"
                         if method not in trained:
-                            trained[method] = self._trained(seed, method, root, records, configs, trained, scorer)
+                            trained[method] = self._trained(seed, method, root, data, configs, trained, scorer)
                         ws, version = trained[method]
                         cloned = _clone(ws, root / workload)
                         start = ModelStore(cloned).get(NAME, version.version)
@@ -390,24 +486,69 @@ class UnlearningBenchmark:
                             self._step(seed, run, step, erasure, scorer)
                         shutil.rmtree(cloned.home)
                         self._write(summary=True)
+                if seed == 0 and self.preset.lora_layers != "all" and "retrain" in trained:
+                    self._equal_time(configs["retrain"], train, test)
                 for home in {ws.home.parent for ws, _ in trained.values()}:
                     shutil.rmtree(home)
         self.result["complete"] = True
         self._write(summary=True, plots=True)
         return self.result
 
+    def _warm_prefixes(self, config: TrainConfig, data: BenchData) -> None:
+        """Top-N layers: the frozen prefix's states of every sequence the methods train on or score
+        (training records with their answers, validation and test prompts), computed once before
+        anything is timed and shared by every engine of the run (`shared_prefixes`)."""
+        from unlearning.operations.build import engine_for
+
+        if config.lora_layers == "all":
+            return
+        started = time.perf_counter()
+        engine = engine_for(config)
+        if engine.prefixes is None:  # top-N with N = every layer: nothing is frozen
+            return
+        sequences = [e.prompt_ids + e.answer_ids for e in engine.encode(data.train)]
+        sequences += [engine.base.encode_prompt(r.prompt) for r in [*data.valid, *data.test]]
+        for i, ids in enumerate(sequences, start=1):
+            engine.prefixes.get(ids)
+            if i % 250 == 0 or i == len(sequences):
+                self.log(f"prefix states: {i}/{len(sequences)} sequences, {time.perf_counter() - started:.0f} s")
+        self.result["prefixes"] = {"sequences": len(sequences), "seconds": round(time.perf_counter() - started, 3)}
+        self._write()
+
+    def _equal_time(self, config: TrainConfig, train: Sequence[Record], test: Sequence[Record]) -> None:
+        """Top-N cached layers against all layers at equal wall-clock: the all-layers retrain gets
+        the top-N retrain's training seconds (seed 0; the prefix states are a one-off, reported apart)."""
+        row = next(r for r in self.rows if (r["seed"], r["method"], r["workload"]) == (0, "retrain", "train"))
+        everything = protocol.equal_time(config, train, test, row["train_s"])
+        self.result["equal_time"] = {
+            "top": {"lora_layers": config.lora_layers, "seconds": row["train_s"], "samples": row["grad_samples"],
+                    "epochs": config.epochs, "auc": row["auc"]},
+            "all": everything,
+        }
+        self.log(f"equal wall-clock: {config.lora_layers} AUC {row['auc']}, all layers ({everything['samples']} "
+                 f"samples in {everything['seconds']:.0f} s) AUC {everything['auc']}")
+        self._write(summary=True)
+
     # --- steps ------------------------------------------------------------------------------
 
-    def _trained(self, seed: int, method: str, root: Path, records: Sequence[Record], configs: dict[str, TrainConfig],
+    def _trained(self, seed: int, method: str, root: Path, data: BenchData, configs: dict[str, TrainConfig],
                  trained: dict[str, tuple[Workspace, ModelVersion]], scorer: _Scorer) -> tuple[Workspace, ModelVersion]:
         """Version 1 of a method's model. `influence` updates the very adapter `retrain` trained
         (same config, same digest), so it reuses it and its training row."""
         if method == "influence" and "retrain" in trained:
             row = next(r for r in reversed(self.rows) if r["method"] == "retrain" and r["workload"] == "train")
-            self.rows.append({**row, "method": method})
+            self.rows.append({**row, "method": method, "one_submodel_s": None})  # it retrains nothing
             return trained["retrain"]
-        ws = bench_workspace(root, "trained", records)
-        return ws, self._train(seed, method, ws, configs[method], scorer)
+        # a chronological split names each record's split; the test records stay out of the
+        # workspaces (only the benchmark scores them, so their prefix states are not stored there)
+        ws = bench_workspace(root, "trained", {"train": data.train, "valid": data.valid}
+                             if data.explicit_splits else data.records)
+        version = self._train(seed, method, ws, configs[method], scorer)
+        if version.meta.aggregation.s3t is not None and seed == 0:
+            with RecordStore.open(ws) as store:
+                stored = store.records("train")
+            self.result.setdefault("s3t_deletions", {})[method] = protocol.simulate_deletions(version, stored, S3T_TRIALS)
+        return ws, version
 
     def _corrections(self, seed: int, train: Sequence[Record], test: Sequence[Record], config: TrainConfig) -> None:
         """W4: corrupt 10 % of the training records (answers flipped; a movie added to the liked
@@ -425,18 +566,26 @@ class UnlearningBenchmark:
     def _train(self, seed: int, method: str, ws: Workspace, config: TrainConfig, scorer: _Scorer) -> ModelVersion:
         from unlearning.operations.build import train_model
 
+        watch = protocol.Stopwatch()
         started = time.perf_counter()
-        version = train_model(ws, NAME, config)
+        version = train_model(ws, NAME, config, progress=watch)  # type: ignore[arg-type]
         train_s = time.perf_counter() - started
         grad, forward = _costs(version.components, version.aggregate)
-        score = scorer.prepare(version)  # loading the base model and adapters is not inference
-        started = time.perf_counter()
-        p_yes = score()
-        inference_ms = 1000 * (time.perf_counter() - started) / max(1, len(p_yes))
-        self._row(seed, method, "train", 0, version, scorer, p_yes=p_yes, erased_records=0, erased_total=0,
-                  train_s=train_s, grad_samples=grad, forward_samples=forward, inference_ms_per_sample=inference_ms,
-                  retrained_components=len(version.components))
+        for label, view in self._views(method, version):
+            score = scorer.prepare(view)  # loading the base model and adapters is not inference
+            started = time.perf_counter()
+            p_yes = score()
+            inference_ms = 1000 * (time.perf_counter() - started) / max(1, len(p_yes))
+            self._row(seed, label, "train", 0, view, scorer, p_yes=p_yes, erased_records=0, erased_total=0,
+                      train_s=train_s, grad_samples=grad, forward_samples=forward,
+                      inference_ms_per_sample=inference_ms, retrained_components=len(version.components),
+                      one_submodel_s=protocol.one_submodel_seconds(version, watch))
         return version
+
+    def _views(self, method: str, version: ModelVersion) -> list[tuple[str, ModelVersion]]:
+        """The rows a method's version makes: its own, and APA(D)'s beside APA(ND)'s when they are shared."""
+        return [(method, version)] + ([("apa-d", _merge_view(version, "d"))]
+                                      if self._apa_shared and method == "apa-nd" else [])
 
     def _step(self, seed: int, run: _Run, step: int, erasure: Erasure, scorer: _Scorer) -> None:
         run.forget += erasure.forget
@@ -456,16 +605,19 @@ class UnlearningBenchmark:
 
         checks = time.perf_counter()
         exact_retrained = None
-        if retrained and not run.checked and run.method != "retrain":  # retrain's restore is from scratch
+        replayed = (seed, run.method) in self._replayed and self.preset.replay_once
+        if retrained and not run.checked and not replayed and run.method != "retrain":  # retrain's is from scratch
             exact_retrained, run.checked = _replays_equal(run.ws, served, retrained), True
+            self._replayed.add((seed, run.method))
         exact_s3t = _s3t_active_equal(served, run.full, run.trained, scorer) if forced is not None else None
         check_s = time.perf_counter() - checks
-        self._row(seed, run.method, run.workload, step, served, scorer, run.forget,
-                  erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
-                  compliance_s=compliance_s, restored_s=unlearn_s if restored is not None else None,
-                  grad_samples=grad, forward_samples=forward, retrained_components=len(retrained),
-                  s3t_retrains_forced=forced, exact_retrained=exact_retrained, exact_s3t_active=exact_s3t,
-                  check_s=check_s)
+        for label, view in self._views(run.method, served):
+            self._row(seed, label, run.workload, step, view, scorer, run.forget, requests=len(erasure.requests),
+                      erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
+                      compliance_s=compliance_s, restored_s=unlearn_s if restored is not None else None,
+                      grad_samples=grad, forward_samples=forward, retrained_components=len(retrained),
+                      s3t_retrains_forced=forced, exact_retrained=exact_retrained, exact_s3t_active=exact_s3t,
+                      check_s=check_s)
 
     def _approximate_step(self, seed: int, run: _Run, step: int, erasure: Erasure, scorer: _Scorer) -> None:
         """The approximate path alone: the trained adapter moved by one influence update that
@@ -486,8 +638,8 @@ class UnlearningBenchmark:
         run.current = update.version
         solutions = update.solutions.values()
         self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget,
-                  erased_records=erasure.records, erased_total=run.erased_total, unlearn_s=unlearn_s,
-                  grad_samples=sum(s.hvp_examples + s.gradient_examples for s in solutions),
+                  requests=len(erasure.requests), erased_records=erasure.records, erased_total=run.erased_total,
+                  unlearn_s=unlearn_s, grad_samples=sum(s.hvp_examples + s.gradient_examples for s in solutions),
                   retrained_components=0, relative_residual=max(s.relative_residual for s in solutions))
 
     def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, scorer: _Scorer,
@@ -528,6 +680,7 @@ class UnlearningBenchmark:
         (`bench_report.write_plots` draws them from any results.json)."""
         from unlearning.bench.report import write_plots, write_summary
 
+        self.result["wall_s"] = round(time.perf_counter() - self.started, 1)
         tmp = self.out / "results.json.tmp"
         tmp.write_text(json.dumps(self.result, indent=1, sort_keys=True) + "\n")
         tmp.replace(self.out / "results.json")
@@ -627,7 +780,7 @@ def preset_named(name: str) -> Preset:
 
 
 def run_unlearning_benchmark(preset: Preset, out: Path, seeds: int | None = None, methods: Sequence[str] = METHODS,
-                             workload_order: Sequence[str] = WORKLOADS, base: str | None = None,
+                             workload_order: Sequence[str] | None = None, base: str | None = None,
                              threads: int | None = None, log: Callable[[str], None] = lambda line: None) -> dict:
     """Run the benchmark, writing results.json, summary.md and the plots into `out` as it goes."""
     if preset.name == "gpu":
@@ -635,9 +788,10 @@ def run_unlearning_benchmark(preset: Preset, out: Path, seeds: int | None = None
 
         if device().type != "cuda":
             raise BadInput("preset gpu needs a CUDA device (torch sees none): use --preset cpu")
-    return UnlearningBenchmark(preset, out, seeds or preset.seeds, methods, workload_order, base or preset.base,
+    return UnlearningBenchmark(preset, out, seeds or preset.seeds, methods,
+                               preset.workloads if workload_order is None else workload_order, base or preset.base,
                                threads or preset.threads, log).run()
 
 
-__all__ = ["METHODS", "PRESETS", "ROW_FIELDS", "WORKLOADS", "Preset", "bench_records", "method_configs",
+__all__ = ["METHODS", "PRESETS", "ROW_FIELDS", "WORKLOADS", "Preset", "bench_data", "bench_records", "method_configs",
            "preset_named", "run_unlearning_benchmark", "workloads"]

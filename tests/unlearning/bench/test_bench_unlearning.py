@@ -107,7 +107,7 @@ def test_unknown_preset_and_method_are_one_line_errors(tmp_path):
 def test_a_preset_can_leave_influence_out_of_w1(tmp_path):
     """The cpu preset skips a full influence solve per sequential request: no influence W1 rows,
     and the summary is complete (not partial) and says why the rows are missing."""
-    preset = replace(PRESETS["tiny"], sequential=2, influence_w1=False)
+    preset = replace(PRESETS["tiny"], sequential=2, influence_on=("w2", "w3"))
     result = run_unlearning_benchmark(preset, tmp_path, methods=["retrain", "influence"], workload_order=["w1", "w2"])
     assert Counter((r["method"], r["workload"]) for r in result["rows"]) == {
         ("retrain", "train"): 1, ("retrain", "w1"): 2, ("retrain", "w2"): 1, ("influence", "train"): 1,
