@@ -196,17 +196,18 @@ class Stopwatch:
         return out
 
 
-def one_submodel_seconds(version: "ModelVersion", watch: Stopwatch) -> float:
+def one_submodel_seconds(version: "ModelVersion", watch: Stopwatch) -> tuple[float, float | None]:
     """APA's unlearning cost of one request (RecEraser's protocol: exactly one sub-model
     retrained): the mean over shards of the training seconds of the shard's components (all its
-    slices, orders and stages) plus its APA validation column; one shard: the whole model."""
+    slices, orders and stages; one shard: the whole model); and, for APA, the mean seconds of one
+    adapter's validation column, which APA recomputes with the adapter (None for the others)."""
     seconds = watch.seconds()
+    adapters = [c for c in version.components if c.meta.kind == "adapter"]
     per_shard: dict[int, float] = defaultdict(float)
-    for component in version.components:
-        if component.meta.kind == "adapter":
-            per_shard[component.meta.shard or 0] += seconds.get(component.id, 0.0) + \
-                seconds.get(f"validation {component.id}", 0.0)
-    return sum(per_shard.values()) / max(1, len(per_shard))
+    for component in adapters:
+        per_shard[component.meta.shard or 0] += seconds.get(component.id, 0.0)
+    columns = [seconds[f"validation {c.id}"] for c in adapters if f"validation {c.id}" in seconds]
+    return sum(per_shard.values()) / max(1, len(per_shard)), (sum(columns) / len(columns) if columns else None)
 
 
 # --- S3T's deletion capacity -------------------------------------------------------------------------

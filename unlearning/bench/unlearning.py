@@ -87,6 +87,7 @@ ROW_FIELDS = (
     "erased_total",
     "train_s",  # initial training wall seconds (train rows)
     "one_submodel_s",  # train rows: APA's cost of a request, one sub-model retrained (mean shard; retrain: all)
+    "validation_column_s",  # train rows, APA: one adapter's validation predictions, recomputed with it
     "unlearn_s",  # wall seconds of everything the method did for this step
     "compliance_s",  # until an exact version without the records could be served
     "restored_s",  # until the retrained version was ready (None: nothing retrained)
@@ -571,6 +572,7 @@ class UnlearningBenchmark:
         version = train_model(ws, NAME, config, progress=watch)  # type: ignore[arg-type]
         train_s = time.perf_counter() - started
         grad, forward = _costs(version.components, version.aggregate)
+        submodel, column = protocol.one_submodel_seconds(version, watch)
         for label, view in self._views(method, version):
             score = scorer.prepare(view)  # loading the base model and adapters is not inference
             started = time.perf_counter()
@@ -579,7 +581,7 @@ class UnlearningBenchmark:
             self._row(seed, label, "train", 0, view, scorer, p_yes=p_yes, erased_records=0, erased_total=0,
                       train_s=train_s, grad_samples=grad, forward_samples=forward,
                       inference_ms_per_sample=inference_ms, retrained_components=len(version.components),
-                      one_submodel_s=protocol.one_submodel_seconds(version, watch))
+                      one_submodel_s=submodel, validation_column_s=column)
         return version
 
     def _views(self, method: str, version: ModelVersion) -> list[tuple[str, ModelVersion]]:

@@ -126,6 +126,8 @@ def test_seed_protocol_end_to_end_at_tiny_scale(tmp_path):
     # APA's per-request cost: one sub-model retrained; retrain's is the whole model
     assert all(train[m]["one_submodel_s"] > 0 for m in METHODS if m != "influence")
     assert train["influence"]["one_submodel_s"] is None
+    assert all((train[m]["validation_column_s"] or 0) > 0 for m in ("apa-d", "apa-nd"))  # recomputed with the adapter
+    assert all(train[m]["validation_column_s"] is None for m in METHODS if not m.startswith("apa"))
     assert train["retrain"]["one_submodel_s"] <= train["retrain"]["train_s"]
     assert all(r["requests"] >= 1 for r in rows if r["workload"] != "train")
     # APA(D) and APA(ND) share training and unlearning: the same cost columns, each its own scores
