@@ -147,7 +147,7 @@ def best_epochs(grid: Sequence[float], aucs: Sequence[float | None]) -> float:
 
 
 def equal_time(config: "TrainConfig", train: Sequence[Record], test: Sequence[Record], budget_s: float,
-               chunk_steps: int = 4) -> dict:
+               chunk_steps: int = 1) -> dict:
     """An all-layers retrain (otherwise the config's recipe) trained on whole passes over the
     training records, a few steps at a time, until `budget_s` wall seconds are spent; its test AUC."""
     from dataclasses import replace
@@ -240,6 +240,29 @@ def expected_deletions(shards: int, slices: int, first_slices: int) -> tuple[Fra
     return first, every
 
 
+def expected_deletions_for(first_slices: Sequence[Sequence[float]], steps: int = 20_000) -> tuple[float, float]:
+    """The same expectations for unequal slices: `first_slices[s]` holds the probability that a
+    deletion hits each of shard s's first-position slices (the slice cut is a keyed hash, so the
+    slices of a shard differ in size). Numerically, with Poisson arrivals:
+    E[first] = ∫ Π_s (1 - Π_{j ∈ F_s} (1 - e^{-p_j t})) dt, E[every] = ∫ (1 - Π_{s, j} (1 - e^{-p_j t})) dt."""
+    shards = [[p for p in ps if p > 0] for ps in first_slices]
+    if not shards or any(not ps for ps in shards):
+        raise BadInput("every shard needs a first-position slice with records")
+    every_p = [p for ps in shards for p in ps]
+    horizon = (math.log(len(every_p)) + 30) / min(every_p)  # the integrands are below e^-30 beyond
+
+    def dead(ps: Sequence[float], t: float) -> float:
+        return math.prod(1 - math.exp(-p * t) for p in ps)
+
+    h = horizon / steps
+    first = every = 0.0
+    for i in range(steps + 1):
+        t, weight = i * h, (0.5 if i in (0, steps) else 1.0) * h
+        first += weight * math.prod(1 - dead(ps, t) for ps in shards)
+        every += weight * (1 - dead(every_p, t))
+    return first, every
+
+
 def simulate_deletions(version: "ModelVersion", train: Sequence["StoredRecord"], trials: int) -> dict:
     """Uniform random single-record deletions (without replacement, HMAC(trial, record id) order)
     on the trained S3T version: each truncates its shard's orders at the first stage whose
@@ -278,10 +301,15 @@ def simulate_deletions(version: "ModelVersion", train: Sequence["StoredRecord"],
     orders = state.shards[0].orders if state.shards else ()
     first_slices = len({o[0] for o in orders})
     formula_first, formula_all = expected_deletions(len(shards), state.slices, first_slices)
+    # the shares of these slices: per shard, one order per distinct first slice, its stage-0 records
+    shares = [[sum(1 for s, stages in hits.values() if s == shard.shard and stages[o] == 0) / len(train)
+               for o in sorted({order[0]: o for o, order in reversed(list(enumerate(shard.orders)))}.values())]
+              for shard in state.shards]
+    sized_first, sized_all = expected_deletions_for(shares)
     return {"trials": trials, "shards": len(shards), "slices": state.slices, "orders": len(orders),
             "first_position_slices": first_slices,
-            "measured_first": _mean(firsts), "formula_first": float(formula_first),
-            "measured_all": _mean(everys), "formula_all": float(formula_all)}
+            "measured_first": _mean(firsts), "formula_first": float(formula_first), "sized_first": sized_first,
+            "measured_all": _mean(everys), "formula_all": float(formula_all), "sized_all": sized_all}
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -41,6 +41,14 @@ def _title(result: dict, workload: str) -> str:
     return f"W2 one batch of {100 * share:g} %" if workload == "w2" else WORKLOAD_TITLES[workload]
 
 
+def _workload_names(result: dict) -> str:
+    settings = result["settings"]
+    names = {"w1": f"W1 = {settings['sequential']} sequential single-record erasures",
+             "w2": f"W2 = {_title(result, 'w2').removeprefix('W2 ')} of the training records",
+             "w3": f"W3 = {settings['subjects']} sequential subject erasures"}
+    return ", ".join(names[w] for w in _streams(result)) or "none (W4 only)"
+
+
 def _skipped_influence(settings: dict) -> list[str]:
     """Request-stream workloads `influence` does not run in this preset (results written before
     `influence_on` existed name only W1, with `influence_w1`)."""
@@ -312,11 +320,15 @@ def _s3t_lines(result: dict) -> list[str]:
         f"{next(iter(simulations.values()))['trials']} simulated streams, no training): how many until the first "
         "shard, and until every shard, has no valid order left and must be retrained. The expectations are the "
         "coupon collector's over the m·B' first-position slices, each hit with probability 1/(mL): "
-        "E[every shard] = mL·H_{mB'} (reference §4b), E[first shard] = mL ∫₀¹ (1-(1-u)^B')^m / u du.",
-        ["method", "m", "L", "B", "B'", "first shard: measured", "expected", "every shard: measured", "mL·H_{mB'}"],
+        "E[every shard] = mL·H_{mB'} (reference §4b), E[first shard] = mL ∫₀¹ (1-(1-u)^B')^m / u du. The keyed "
+        "slice cut makes slices unequal: \"these slices\" is the same expectation with each first-position "
+        "slice's actual share of the records.",
+        ["method", "m", "L", "B", "B'", "first shard: measured", "expected", "these slices", "every shard: measured",
+         "mL·H_{mB'}", "these slices"],
         [(method, sim["shards"], sim["slices"], sim["orders"], sim["first_position_slices"],
-          _fmt(sim["measured_first"]), _fmt(sim["formula_first"]), _fmt(sim["measured_all"]),
-          _fmt(sim["formula_all"])) for method, sim in simulations.items()])
+          _fmt(sim["measured_first"]), _fmt(sim["formula_first"]), _fmt(sim.get("sized_first")),
+          _fmt(sim["measured_all"]), _fmt(sim["formula_all"]), _fmt(sim.get("sized_all")))
+         for method, sim in simulations.items()])
 
 
 def _equal_time_lines(result: dict) -> list[str]:
@@ -370,8 +382,8 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
         measured, formula = sim["measured_all"], sim["formula_all"]
         close = None if measured is None else abs(measured - formula) <= S3T_FORMULA_MARGIN * formula
         out.append((f"{method} deletions until every shard must retrain within 10 % of mL·H_{{mB'}}",
-                    f"{_fmt(measured)} vs {_fmt(formula)} (first shard {_fmt(sim['measured_first'])} vs "
-                    f"{_fmt(sim['formula_first'])}); test AUC {auc_of(method)} beside SISA's {auc_of('sisa')}",
+                    f"{_fmt(measured)} vs {_fmt(formula)} ({_fmt(sim.get('sized_all'))} for these slices; first shard "
+                    f"{_fmt(sim['measured_first'])} vs {_fmt(sim['formula_first'])}); test AUC {auc_of(method)} beside SISA's {auc_of('sisa')}",
                     close))
     speeds = [(w, _speedup(s.get("retrain", {}).get("per_request_s"), s.get("influence", {}).get("per_request_s")))
               for w in _streams(result) if (s := workload_stats(result, w)).get("influence")]
@@ -426,8 +438,7 @@ def write_summary(result: dict, path: Path) -> None:
         + (" APA(D) and APA(ND) are one trained and unlearned model scored with both merges (merge is "
            "inference-only: the adapters and the aggregator are the same bits), so they share every cost column."
            if settings.get("apa_shared") else ""), "",
-        f"Workloads: W1 = {settings['sequential']} sequential single-record erasures, "
-        f"W2 = {_title(result, 'w2').removeprefix('W2 ')} of the training records, W3 = {settings['subjects']} sequential subject erasures. Unlearning time is everything "
+        f"Workloads: {_workload_names(result)}. Unlearning time is everything "
         "the method does for a request (receive + crypto-shred, exact exclusion, retraining); certification and "
         "registration are not included (`erasure bench forget`). `influence` is the approximate path alone: the "
         "trained retrain adapter moved by one influence update removing every record erased so far "

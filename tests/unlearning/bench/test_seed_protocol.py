@@ -21,6 +21,7 @@ from unlearning.bench.protocol import (
     chronological_data,
     chronological_parts,
     expected_deletions,
+    expected_deletions_for,
     select_epochs,
     target_times,
 )
@@ -99,6 +100,12 @@ def test_coupon_collector_expectations_by_hand():
     # the reference's table (§4b): m = L = 4: SISA 33.3, S3T B' = L 54.1
     assert expected_deletions(4, 4, 1)[1] == Fraction(100, 3)
     assert round(float(expected_deletions(4, 4, 4)[1]), 1) == 54.1
+    # unequal slices (numerically): equal shares give the formula back; two shards of one first
+    # slice each, hit with 1/4 and 1/2: first = 1/(1/4 + 1/2) = 4/3, every = 4 + 2 - 4/3 = 14/3
+    for m, length, b in ((2, 2, 2), (4, 4, 1), (4, 4, 4)):
+        sized = expected_deletions_for([[1 / (m * length)] * b] * m)
+        assert sized == pytest.approx(tuple(map(float, expected_deletions(m, length, b))), rel=1e-5)
+    assert expected_deletions_for([[0.25], [0.5]]) == pytest.approx((4 / 3, 14 / 3), rel=1e-5)
 
 
 def test_an_auc_of_a_single_class_reads_n_a():
@@ -140,6 +147,7 @@ def test_seed_protocol_end_to_end_at_tiny_scale(tmp_path):
         formula_first, formula_all = expected_deletions(simulation["shards"], simulation["slices"],
                                                         simulation["first_position_slices"])
         assert simulation["formula_all"] == pytest.approx(float(formula_all))
+        assert simulation["sized_first"] <= simulation["sized_all"]
         assert 0 < simulation["measured_first"] <= simulation["measured_all"]
     assert data["equal_time"]["all"]["samples"] > 0 and data["equal_time"]["top"]["lora_layers"] == "top-2"
 
