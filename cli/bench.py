@@ -15,9 +15,9 @@ app = typer.Typer(help="Benchmarks: JSON results, side-by-side comparisons.", no
 def unlearning(
     preset: str = typer.Option("tiny", "--preset", help="tiny (CI smoke test: tiny model, minutes), cpu (SmolLM2 + "
                                "MovieLens; about 1.5 hours on 2 idle cores, W1 of 5 requests), gpu (CUDA, 3 seeds), "
-                               "seed (APA's Movie protocol: chronological split, 1024/500/1000 samples, 4 shards of "
-                               "256, top-4 LoRA layers, epochs chosen on validation, targets) or seed-tiny (the same "
-                               "protocol on the tiny model, seconds)."),
+                               "seed (APA's Movie protocol, about 75 min on 2 idle cores: chronological split, "
+                               "1024/500/1000 samples, 4 shards of 256, top-4 LoRA layers, epochs chosen on validation, "
+                               "targets) or seed-tiny (the same protocol on the tiny model, seconds)."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 [default: the preset's]."),
     out: Path = typer.Option(Path("bench-results/unlearning"), "--out",
                              help="Directory for results.json, summary.md and the PNG plots (written as it goes)."),
