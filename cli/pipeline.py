@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.output import fail, print_json
-from cli.registry import DAMPING, SOLVER, SOLVER_STEPS
+from cli.registry import CURVATURE, DAMPING, SOLVER, SOLVER_STEPS, approximate_settings
 from ledger.workspace import Workspace
 
 DEADLINE = typer.Option(None, "--deadline", help="ISO 8601 deadline with a timezone, e.g. 2026-12-01T00:00:00Z.")
@@ -114,7 +114,8 @@ def serve(
                                  "ledger (default: host-pid); keep it across restarts."),
     solver: str = SOLVER,
     solver_steps: int = SOLVER_STEPS,
-    damping: float = DAMPING,
+    damping: float | None = DAMPING,
+    curvature: str = CURVATURE,
 ) -> None:
     """Run the planner and/or an executor until SIGINT/SIGTERM (a second signal stops at once).
 
@@ -132,10 +133,8 @@ def serve(
         fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    from unlearning.methods.influence.solver import SolverSettings
-
     service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance(),
-                      solver=SolverSettings(solver=solver, steps=solver_steps, damping=damping)).start()
+                      solver=approximate_settings(solver, solver_steps, damping, curvature)).start()
 
     def on_signal(signum: int, frame: object) -> None:
         if service.stopping:

@@ -14,17 +14,21 @@ JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 
 APPROXIMATE = typer.Option(False, "--approximate", help="First publish an APPROXIMATE influence-function update "
                            "(retrain and sisa models); the exact path follows and supersedes it.")
-SOLVER = typer.Option("adam", "--solver", help="Approximate updates: adam (mini-batch HVPs) or cg (full-batch "
-                      "conjugate gradients, small adapters).")
-SOLVER_STEPS = typer.Option(200, "--solver-steps", min=1, help="Approximate updates: Adam steps or at most this many "
-                            "CG iterations.")
-DAMPING = typer.Option(0.1, "--damping", min=0.0, help="Approximate updates: lambda in (H + lambda I) delta = b.")
+SOLVER = typer.Option("cg", "--solver", help="Approximate updates: cg (conjugate gradients, default) or adam "
+                      "(the LLMEraser paper's: mini-batch products).")
+SOLVER_STEPS = typer.Option(50, "--solver-steps", min=1, help="Approximate updates: at most this many CG products, "
+                            "or Adam steps.")
+DAMPING = typer.Option(None, "--damping", min=0.0, help="Approximate updates: lambda in (C + lambda I) delta = b "
+                       "[default: a tenth of the curvature along b].")
+CURVATURE = typer.Option("ggn", "--curvature", help="Approximate updates: ggn (Gauss-Newton, positive semi-definite: "
+                         "the solve converges) or hessian (exact, often indefinite away from a minimum).")
 
 
-def _settings(approximate: bool, solver: str, steps: int, damping: float):  # type: ignore[no-untyped-def]
+def approximate_settings(solver: str, steps: int, damping: float | None, curvature: str):  # type: ignore[no-untyped-def]
+    """The solver settings the approximate-update options describe."""
     from unlearning.methods.influence.solver import SolverSettings
 
-    return SolverSettings(solver=solver, steps=steps, damping=damping) if approximate else None
+    return SolverSettings(solver=solver, steps=steps, damping=damping, curvature=curvature)
 
 
 def forget(
@@ -36,7 +40,8 @@ def forget(
     approximate: bool = APPROXIMATE,
     solver: str = SOLVER,
     solver_steps: int = SOLVER_STEPS,
-    damping: float = DAMPING,
+    damping: float | None = DAMPING,
+    curvature: str = CURVATURE,
     as_json: bool = JSON_OUT,
 ) -> None:
     """Erase a subject from a model, synchronously.
@@ -49,7 +54,7 @@ def forget(
     from unlearning.operations.forget import forget as run_forget
 
     result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain,
-                        approximate=_settings(approximate, solver, solver_steps, damping))
+                        approximate=approximate_settings(solver, solver_steps, damping, curvature) if approximate else None)
     _report(name, result, "erased", as_json)
 
 
@@ -63,7 +68,8 @@ def rectify(
     approximate: bool = APPROXIMATE,
     solver: str = SOLVER,
     solver_steps: int = SOLVER_STEPS,
-    damping: float = DAMPING,
+    damping: float | None = DAMPING,
+    curvature: str = CURVATURE,
     as_json: bool = JSON_OUT,
 ) -> None:
     """Correct a training record, synchronously.
@@ -76,7 +82,7 @@ def rectify(
     from unlearning.operations.forget import rectify as run_rectify
 
     result = run_rectify(Workspace.from_env(), name, record, prompt, answer, request_id,
-                         approximate=_settings(approximate, solver, solver_steps, damping))
+                         approximate=approximate_settings(solver, solver_steps, damping, curvature) if approximate else None)
     _report(name, result, "replaced", as_json)
 
 

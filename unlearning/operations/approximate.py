@@ -107,10 +107,12 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
                 solutions[cid] = influence_update(engine, lora, engine.encode(trained), engine.encode(here),
                                                   engine.encode(fixed), settings)
                 states[cid] = (trained, {k: lora[k] + solutions[cid].delta[k] for k in lora})
-    worst = max(s.relative_residual for s in solutions.values())
-    if worst > settings.max_residual:
-        raise BadInput(f"the {settings.solver} solver stopped at relative residual {worst:.2e} (more than "
-                       f"{settings.max_residual}): no approximate version; raise the solver steps or the damping")
+    worst = max(solutions.values(), key=lambda s: s.relative_residual)
+    if worst.relative_residual > settings.max_residual:
+        raise BadInput(f"the {settings.solver} solver stopped at relative residual {worst.relative_residual:.2e} "
+                       f"(more than {settings.max_residual}) after {settings.steps} steps at damping "
+                       f"{worst.damping:.3g}: no approximate version; give --solver-steps {4 * settings.steps} or "
+                       f"--damping {10 * worst.damping:.3g}")
 
     env = environment(engine.config)
     left_out = sorted(saw - set(served))
@@ -128,7 +130,8 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
             "removed": left_out, "solutions": {cid: s.report() for cid, s in solutions.items()}}})
     _log(ws, version, approximate, served, receipts)
     return ApproximateVersion(approximate, solutions, left_out, {
-        "method": "influence function (LLMEraser-style): delta = (H + damping I)^-1 b at the trained adapter",
+        "method": f"influence function (LLMEraser-style): delta = (C + damping I)^-1 b at the trained adapter, "
+                  f"C its {'Gauss-Newton matrix' if settings.curvature == 'ggn' else 'Hessian'}",
         "operation": "rectification" if new else "removal",
         "requests": [{"requestId": r.request_id, "ledgerIndex": r.ledger_index, "commitments": list(r.commitments)}
                      for r in receipts],

@@ -239,6 +239,11 @@ class Engine:
         )
 
     def _answer_loss(self, examples: Sequence[Example]) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens of `examples`."""
+        return F.cross_entropy(*self.answer_logits(examples))
+
+    def answer_logits(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([answer tokens, vocab] float32 logits predicting each answer token, [answer tokens] its id)."""
         sequences = [e.prompt_ids + e.answer_ids for e in examples]
         batch = collate(sequences, [len(e.answer_ids) for e in examples], self.base.pad_id)
         span = batch.answer_mask.shape[1]
@@ -247,7 +252,7 @@ class Engine:
             logits = self._logits(batch, sequences, keep=span + 1)[:, :-1]
         mask = batch.answer_mask.to(self.device)
         targets = batch.input_ids[:, -span:].to(self.device)
-        return F.cross_entropy(logits[mask].float(), targets[mask])
+        return logits[mask].float(), targets[mask]
 
     # --- scoring ------------------------------------------------------------------------------
 

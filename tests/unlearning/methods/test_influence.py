@@ -8,6 +8,7 @@ training noise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -49,7 +50,7 @@ def test_hvp_is_the_derivative_of_the_gradient(setup) -> None:  # type: ignore[n
         assert not engine.model.training and engine.base.model.config._attn_implementation == "eager"
         q = Quadratic(engine, trained.lora, examples, damping=0.0)
         v = torch.randn(sum(p.numel() for p in q.params), generator=torch.Generator().manual_seed(0))
-        hv = q.hvp(v, examples[:8])
+        hv = q.product(v, examples[:8])
 
         def gradient(shift: float) -> torch.Tensor:
             with torch.no_grad():
@@ -121,12 +122,63 @@ def test_response_correction_moves_towards_the_new_answer(setup) -> None:  # typ
 
 def test_negative_curvature_and_bad_settings_are_refused(setup) -> None:  # type: ignore[no-untyped-def]
     engine, _, examples, trained, old = setup
-    with pytest.raises(BadInput, match="negative curvature"):  # H is indefinite at the trained adapter
+    with pytest.raises(BadInput, match="negative curvature.*use the default curvature ggn"):  # H is indefinite
         influence_update(engine, trained.lora, examples[:16], old[:4], [],
-                         SolverSettings(solver="cg", damping=0.0, steps=200))
+                         SolverSettings(solver="cg", curvature="hessian", damping=0.0, steps=200))
     with pytest.raises(BadInput, match="unknown solver"):
         SolverSettings(solver="lbfgs")
+    with pytest.raises(BadInput, match="unknown curvature"):
+        SolverSettings(curvature="fisher")
     with eager_attention(engine):
         q = Quadratic(engine, trained.lora, examples, damping=0.0)
         with pytest.raises(BadInput, match="positive damping"):
             solve_adam(q, q.b(old, []), SolverSettings(damping=0.0))
+
+
+def test_gauss_newton_product_is_jt_hout_j_and_positive_semi_definite(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, examples, trained, _ = setup
+    part = examples[:6]
+    with eager_attention(engine):
+        q = Quadratic(engine, trained.lora, examples, damping=0.0, curvature="ggn")
+        v = torch.randn(sum(p.numel() for p in q.params), generator=torch.Generator().manual_seed(1))
+        gv = q.product(v, part)
+
+        # explicitly: J·v by central differences of the answer logits, H_out = diag(p) - ppᵀ per
+        # answer token, then Jᵀ by an ordinary backward pass; mean over the answer tokens
+        def logits(shift: float) -> torch.Tensor:
+            with torch.no_grad():
+                for p, x in zip(q.params, torch.split(shift * v, [p.numel() for p in q.params]), strict=True):
+                    p.add_(x.view_as(p))
+                out = engine.answer_logits(part)[0]
+                for p, x in zip(q.params, torch.split(shift * v, [p.numel() for p in q.params]), strict=True):
+                    p.sub_(x.view_as(p))
+            return out
+
+        eps = 1e-3
+        jv = (logits(eps) - logits(-eps)) / (2 * eps)
+        z, _ = engine.answer_logits(part)
+        prob = torch.softmax(z.detach(), dim=-1)
+        h_jv = torch.stack([(torch.diag(p) - torch.outer(p, p)) @ row for p, row in zip(prob, jv, strict=True)])
+        explicit = q._flat(torch.autograd.grad(z, q.params, grad_outputs=h_jv)) / len(z)
+
+        u = torch.randn(v.shape, generator=torch.Generator().manual_seed(2))
+        gu = q.product(u, part)
+    assert (gv - explicit).norm() / gv.norm() < 1e-2
+    # positive semi-definite and symmetric (where the exact Hessian is indefinite here)
+    assert float(v @ gv) > 0 and float(u @ gu) > 0
+    assert abs(float(u @ gv) - float(v @ gu)) < 1e-4 * float(gv.norm() * u.norm())
+
+
+def test_defaults_reach_the_residual_gate_with_the_stated_damping(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, examples, trained, old = setup
+    settings = SolverSettings()
+    assert (settings.solver, settings.curvature, settings.damping) == ("cg", "ggn", None)
+    solution = influence_update(engine, trained.lora, examples, old, [], settings)
+    assert solution.relative_residual < settings.tolerance * 1.01 < settings.max_residual
+    with eager_attention(engine):  # the rule: a tenth of the curvature along b
+        q = Quadratic(engine, trained.lora, examples, damping=0.0, curvature="ggn")
+        b = q.b(old, [])
+        along = float(b @ q.product(b) / (b @ b))
+    assert math.isclose(solution.damping, 0.1 * along, rel_tol=1e-5)
+    report = solution.report()
+    assert report["damping"] == f"{solution.damping:.3e}" and "Gauss-Newton" in report["residualDefinition"]
