@@ -138,7 +138,8 @@ def test_rectification_replaces_the_commitment_and_retrains_exactly(workspace: W
     assert done.exit_code == 0, done.output
     out = json.loads(done.stdout)
     assert out["approximate_version"] < out["excluded_version"] < out["restored_version"]
-    assert set(out["approximation"]) and all(float(r["relativeResidual"]) < 1e-5 for r in out["approximation"].values())
+    assert set(out["approximation"]) and all(float(r["relativeResidual"]) < SolverSettings().tolerance
+                                         for r in out["approximation"].values())
 
     with RecordStore.open(ws) as store:
         now = store.record(record.record_id)
