@@ -62,10 +62,10 @@ def test_tiny_preset_writes_results_summary_and_plots(tiny_run):
     # W4: the corrupted adapter, its exact correction (the reference) and the influence correction, per corruption
     corrections = data["corrections"]
     assert [(r["workload"], r["model"]) for r in corrections] == [
-        (f"w4-{kind}", model) for kind in ("rc", "qm") for model in ("corrupted", "retrain", "influence-adam")]
+        (f"w4-{kind}", model) for kind in ("rc", "qm") for model in ("corrupted", "retrain", "influence-cg")]
     assert all(r["distance_to_retrain"] == 0 for r in corrections if r["model"] == "retrain")
     assert all(r["distance_to_retrain"] > 0 and r["relative_residual"] >= 0
-               for r in corrections if r["model"] == "influence-adam")
+               for r in corrections if r["model"] == "influence-cg")
 
     # the exactness columns pass wherever they were checked, and were checked for every method that can fail them
     for column, methods in (("exact_retrained", set(METHODS) - {"retrain", "influence"}), ("exact_s3t_active", {"s3t-b1", "s3t-bL"})):
@@ -75,7 +75,7 @@ def test_tiny_preset_writes_results_summary_and_plots(tiny_run):
 
     summary = (out / "summary.md").read_text()
     assert "(complete)" in summary and "speed-up vs retrain" in summary and "ΔAUC vs retrain" in summary
-    assert "## W4 corruption, then correction" in summary and "| w4-qm | influence-adam |" in summary
+    assert "## W4 corruption, then correction" in summary and "| w4-qm | influence-cg |" in summary
     assert all(f"| {m} |" in summary for m in METHODS)
     assert summary in result.stdout
     for plot in PLOTS:

@@ -31,11 +31,11 @@ def test_w4_rows() -> None:
             for r in make_records(subjects=4, per_subject=3, seed=1)]
     config = TrainConfig(base="tiny", lr=0.03, batch_size=4, epochs=1, seed=3, threads=1)
     rows = run_influence_benchmark(train, test, config, "rc", 0.1, seed=0, solvers=[
-        SolverSettings(solver="cg", damping=10.0), SolverSettings(solver="cg", damping=0.0)])
+        SolverSettings(solver="cg", damping=10.0), SolverSettings(solver="cg", curvature="hessian", damping=0.0)])
     assert [r["model"] for r in rows] == ["corrupted", "retrain", "influence-cg", "influence-cg"]
     corrupted, retrain, update, failed = rows
     assert retrain["distance_to_retrain"] == retrain["distance_to_retrain_corrected"] == 0
     assert corrupted["distance_to_retrain"] > 0 and corrupted["corrupted_records"] == 2
-    assert update["relative_residual"] < 1e-5 and update["distance_to_retrain"] != corrupted["distance_to_retrain"]
+    assert update["relative_residual"] < SolverSettings().tolerance and update["distance_to_retrain"] != corrupted["distance_to_retrain"]
     assert all(0 <= r[k] <= 1 for r in rows[:3] for k in ("auc", "accuracy", "mia_auc"))
-    assert "negative curvature" in failed["error"]  # H is indefinite: no damping, no solve
+    assert "negative curvature" in failed["error"]  # H is indefinite: no damping, no solve on the exact Hessian
