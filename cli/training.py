@@ -63,8 +63,8 @@ def train(
     warmup_steps: int = typer.Option(0, "--warmup-steps", help="Linear warm-up steps, then a constant rate."),
     batch_size: int = typer.Option(4, "--batch-size", help="Examples per optimizer step."),
     max_length: int = typer.Option(1024, "--max-length", help="Longest allowed prompt + answer, in tokens."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on a CUDA GPU with bf16, else fp32: "
-                                  "bf16 autocast is slower than fp32 on CPUs), fp32 or bf16."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the device has native bf16: "
+                                  "CUDA, AVX-512 BF16 or AMX; else fp32), fp32 or bf16."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: up to 4)."),
     partition: str | None = typer.Option(None, "--partition",
                                          help="APA shards: subject (keyed hash, default) or public-centroid."),
@@ -84,14 +84,13 @@ def train(
     """Train version 1 of a LoRA model on the store's training records and print its components."""
     from unlearning import methods
     from unlearning.operations.build import train_model
-    from unlearning.training.engine import bf16_supported, default_lora_layers, default_precision, device
+    from unlearning.training.engine import bf16_supported, default_lora_layers, default_precision
 
     if precision == "auto":
         precision = default_precision(base)
-    elif precision == "bf16" and device().type == "cpu":
-        typer.echo("warning: bf16 autocast on a CPU is slower than fp32: about 4x with native AVX-512 BF16, "
-                   f"about 30x where it is emulated (this CPU: {'native' if bf16_supported() else 'emulated'})",
-                   err=True)
+    elif precision == "bf16" and not bf16_supported():
+        typer.echo("warning: this device has no native bf16 (no AVX-512 BF16, AMX or CUDA bf16): bf16 autocast is "
+                   "emulated here, about 30x slower than fp32", err=True)
     if lora_layers == "auto":
         lora_layers = default_lora_layers(base)
     chosen = methods.get(method)
