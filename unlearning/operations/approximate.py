@@ -97,7 +97,8 @@ def influence_version(ws: Workspace, version: ModelVersion, old: Sequence[Stored
     solutions, states = {}, {}
     with RecordStore.open(ws) as store:
         retained = store.records("train")
-        with stored_prefixes(engine, store, retained):
+        with stored_prefixes(engine, store, dict(zip((r.commitment for r in retained), engine.encode(retained),
+                                                     strict=True))):
             for cid in served:
                 component = version.component(cid)
                 trained = _training_set(component, leaves[cid], retained, old)

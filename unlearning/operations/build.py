@@ -14,7 +14,7 @@ what of the reused version is still right.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,7 +76,8 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
     examples = {e.record_id: e for e in engine.encode(records)}
     trained: list[str] = []
     reused: set[str] = set()
-    with ModelStore(workspace).draft(name) as draft, stored_prefixes(engine, store, records):
+    with (ModelStore(workspace).draft(name) as draft,
+          stored_prefixes(engine, store, {r.commitment: examples[r.record_id] for r in records})):
         for spec in plan.components:
             if spec.kind != "adapter":  # computed from the adapters before it (APA's aggregator)
                 if methods.get(config.method).build_computed(engine, draft, plan, spec, reuse, env, progress):
@@ -107,21 +108,21 @@ def build_version(workspace: Workspace, store: RecordStore, name: str, plan: Pla
 
 
 @contextmanager
-def stored_prefixes(engine: Engine, store: RecordStore, records: Sequence[StoredRecord]) -> Iterator[None]:
-    """The records' cached prefix states (top-N LoRA layers only): read from the store into the
-    engine before, and the states the store lacks written back after, each encrypted under its
-    subject's key (a record's prompt+answer states for training, its prompt's for scoring).
-    A record erased meanwhile is skipped by the store, so nothing outlives its erasure."""
+def stored_prefixes(engine: Engine, store: RecordStore, examples: Mapping[bytes, Example]) -> Iterator[None]:
+    """The cached prefix states (top-N LoRA layers only) of these records, encoded and keyed by
+    commitment: read from the store into the engine before, and the states the store lacks
+    written back after, each encrypted under its subject's key (a record's prompt+answer states
+    for training, its prompt's for scoring). A record erased meanwhile is skipped by the store,
+    so nothing outlives its erasure."""
     cache = engine.prefixes
     if cache is None:
         yield
         return
-    sequences: dict[tuple[bytes, str], list[int]] = {}
-    for r in records:
-        prompt = engine.base.encode_prompt(r.prompt)
-        sequences[(r.commitment, "prompt")] = prompt
-        sequences[(r.commitment, "answer")] = prompt + engine.base.encode_answer(r.answer)
-    stored = store.activations(cache.digest, [r.commitment for r in records])
+    sequences: dict[tuple[bytes, str], tuple[int, ...]] = {}
+    for commitment, e in examples.items():
+        sequences[(commitment, "prompt")] = e.prompt_ids
+        sequences[(commitment, "answer")] = e.prompt_ids + e.answer_ids
+    stored = store.activations(cache.digest, examples)
     for key, payload in stored.items():
         if key in sequences:
             cache.load(sequences[key], from_bytes(payload))

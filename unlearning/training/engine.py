@@ -35,7 +35,7 @@ from transformers.masking_utils import create_causal_mask
 from ledger.errors import BadInput
 from unlearning.data.partition import training_order
 from unlearning.data.records import Record
-from unlearning.training.base_models import BaseModel
+from unlearning.training.base_models import TINY, BaseModel
 from unlearning.training.checkpoint import TrainingState
 from unlearning.training.config import TrainConfig
 from unlearning.training.prefix import PrefixCache, prefix_digest
@@ -74,16 +74,12 @@ def default_precision(base: str) -> str:
     """bf16 autocast where the device has native bf16, else fp32. Measured here (`erasure bench
     speed --bf16`, AVX-512 BF16, top-4 cached): 0.30 s/step bf16 vs 0.48 fp32; where bf16 is
     emulated (AVX2 only) it is about 30x slower than fp32 (all layers: 123 vs 4 s/step)."""
-    from unlearning.training.base_models import TINY
-
     return "bf16" if base != TINY and bf16_supported() else "fp32"
 
 
 def default_lora_layers(base: str) -> str:
     """The fastest exact path on this device (README, performance): on a CPU, LoRA on the top 4
     layers with the frozen prefix cached; on a GPU, or for the 2-layer tiny base, every layer."""
-    from unlearning.training.base_models import TINY
-
     return "all" if base == TINY or torch.cuda.is_available() else "top-4"
 
 

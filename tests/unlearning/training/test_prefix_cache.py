@@ -23,8 +23,8 @@ from unlearning.operations.build import build_version, replay_component, train_m
 from unlearning.operations.receive import receive
 from unlearning.training.base_models import load_base
 from unlearning.training.config import TrainConfig
-from unlearning.training.engine import Engine
-from unlearning.training.prefix import from_bytes, shared_prefixes
+from unlearning.training.engine import Engine, environment
+from unlearning.training.prefix import from_bytes, prefix_digest, shared_prefixes, to_bytes
 
 SISA = TrainConfig(method="sisa", base="tiny", shards=2, slices=2, epochs=2, lr=1e-2, batch_size=3, seed=3,
                    lora_layers="top-1")
@@ -161,3 +161,33 @@ def test_shared_prefixes_compute_each_state_once_across_engines():
         assert len(first.prefixes.computed) == len(records) and second.prefixes.computed == set()
     third = Engine(load_base("tiny"), SISA)  # outside: its own map
     assert len(third.prefixes) == 0
+
+
+def test_replay_recomputes_the_states_even_when_the_stored_ones_are_wrong(workspace):
+    with RecordStore.open(workspace) as store:
+        store.ingest(make_records(subjects=10, per_subject=3))
+    version = train_model(workspace, "m", SISA)
+    digest = Engine(load_base("tiny"), SISA).prefixes.digest
+    with RecordStore.open(workspace) as store:  # every stored state replaced by a shifted one, validly sealed
+        rows = store.activations(digest, [r.commitment for r in store.records()])
+        store.add_activations(digest, [(c, kind, to_bytes(from_bytes(p) + 0.5)) for (c, kind), p in rows.items()])
+        train = store.records("train")
+        poisoned = build_version(workspace, store, "reads-store", methods.plan(SISA, store.partition, train),
+                                 Engine(load_base("tiny"), SISA))
+    assert any(a.weights_sha256 != b.weights_sha256 for a, b in zip(poisoned.components, version.components,
+                                                                      strict=True))  # a build reads the store
+    for component in version.components:  # a replay does not
+        assert replay_component(workspace, version, component.id).equal, component.id
+
+
+def test_the_digest_changes_with_the_base_the_split_and_the_environment():
+    engine = Engine(load_base("tiny"), SISA)
+    base, env = engine.base.descriptor, environment(SISA)
+    digest = prefix_digest(base, 1, env)
+    assert engine.prefixes.digest == digest
+    others = [prefix_digest({**base, "weights_sha256": "0" * 64}, 1, env),
+              prefix_digest({**base, "tokenizer_sha256": "0" * 64}, 1, env),
+              prefix_digest(base, 2, env),
+              prefix_digest(base, 1, {**env, "torch": "0.0"}),
+              prefix_digest(base, 1, {**env, "threads": env["threads"] + 1})]
+    assert len({digest, *others}) == 6

@@ -55,7 +55,8 @@ from ledger.errors import BadInput
 from unlearning.training.engine import Engine, Example
 
 SOLVERS = ("cg", "adam")
-CURVATURES = ("ggn", "hessian")
+_CURVATURE_NAMES = {"ggn": "Gauss-Newton matrix", "hessian": "Hessian"}
+CURVATURES = tuple(_CURVATURE_NAMES)
 DAMPING_RATIO = 0.1  # damping=None: λ = DAMPING_RATIO × bᵀCb / bᵀb
 
 
@@ -277,8 +278,6 @@ def solve_cg(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.T
     return delta
 
 
-_CURVATURE_NAMES = {"ggn": "Gauss-Newton matrix", "hessian": "Hessian"}
-
 
 def curvature_sample(trained: Sequence[Example], settings: SolverSettings) -> list[Example]:
     """The examples C is averaged over: `curvature_batch` of them drawn by the seed (all if fewer)."""
@@ -291,11 +290,7 @@ def curvature_sample(trained: Sequence[Example], settings: SolverSettings) -> li
 
 def auto_damping(q: Quadratic, b: torch.Tensor) -> float:
     """DAMPING_RATIO × bᵀCb / bᵀb: a tenth of the curvature along b (one product)."""
-    saved, q.damping = q.damping, 0.0
-    try:
-        along = float(b @ q.product(b) / (b @ b))
-    finally:
-        q.damping = saved
+    along = float(b @ (q.product(b) - q.damping * b) / (b @ b))
     if not along > 0:
         raise BadInput(f"the {_CURVATURE_NAMES[q.curvature]} has no positive curvature along b ({along:.2e}): "
                        "give --damping explicitly, or use the default curvature ggn")
