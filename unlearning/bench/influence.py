@@ -7,7 +7,8 @@ is the exact retrain from the same init on the clean data. `run_influence_benchm
 one JSON row per model (corrupted, retrain, one per solver) for `erasure bench unlearning`.
 
 Columns besides time and solver facts: test AUC and accuracy; mean |P(Yes) − P_retrain(Yes)|
-on the test set and on the corrected records; AUC on the corrected records with their clean
+on the test set and on the corrected records; the share of the corrupted adapter's distance to
+the retrain on the corrected records' P(Yes) that a model closes (`gap_closed`); AUC on the corrected records with their clean
 answers (LLMEraser's forget-set protocol); and a loss-based membership-inference AUC telling
 the corrupted records as trained from as many test records (0.5: the corrupted versions look
 unseen; higher: the model still remembers them).
@@ -80,6 +81,7 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
 
     p_yes = engine.p_yes
     reference = (p_yes(retrained, test_ids), p_yes(retrained, [e.prompt_ids for e in new]))
+    before = p_yes(corrupted, [e.prompt_ids for e in new])  # where the gap to the exact correction starts
 
     def row(model: str, lora: dict, seconds: float, **extra: object) -> dict:
         on_test, on_fixed = p_yes(lora, test_ids), p_yes(lora, [e.prompt_ids for e in new])
@@ -94,6 +96,7 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
             "distance_to_retrain": _mean_abs(on_test, reference[0]),
             "distance_to_retrain_corrected": _mean_abs(on_fixed, reference[1]),
             "corrected_auc": metrics([int(r.answer == "Yes") for r in fixed], on_fixed, [None] * len(fixed)).auc,
+            "gap_closed": gap_closed(before, on_fixed, reference[1]),
             "mia_auc": mia_auc(on_old, list(bad.values()), on_held_out, held_out),
         }
 
@@ -109,6 +112,14 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
         rows.append(row(f"influence-{settings.solver}", updated, solution.seconds, solver=settings.to_json(),
                         relative_residual=solution.relative_residual, hvp_examples=solution.hvp_examples))
     return rows
+
+
+def gap_closed(original: Sequence[float], approximate: Sequence[float], exact: Sequence[float]) -> float | None:
+    """The share of the distance from the original to the exact model's P(Yes) (L2 over the
+    records) that the approximate model removed: 1 = exact, 0 = no closer, < 0 = further away
+    (an overshoot past the exact model counts against it). None when there is no gap."""
+    gap = math.dist(original, exact)
+    return None if gap == 0 else 1 - math.dist(approximate, exact) / gap
 
 
 def mia_auc(member_p: Sequence[float], members: Sequence[Record], outsider_p: Sequence[float],

@@ -57,6 +57,17 @@ def _skipped_influence(settings: dict) -> list[str]:
     return [] if settings.get("influence_w1", True) else ["w1"]
 
 
+def _solver(settings: dict) -> str:
+    """The influence solver, in words (results written before `solver` was recorded: the old Adam settings)."""
+    solver = settings.get("solver")
+    if solver is None:
+        return (f"Adam, {settings.get('solver_steps')} steps of {settings.get('solver_batch')}-example "
+                f"Hessian-vector products, damping {settings.get('damping')}")
+    damping = "by the rule (a tenth of the curvature along b)" if solver["damping"] is None else solver["damping"]
+    return (f"{solver['solver']} solver, {solver['curvature']} curvature over {solver['curvature_batch']} "
+            f"training examples, damping {damping}")
+
+
 def _verdict(values: Iterable[bool | None]) -> str:
     checked = [v for v in values if v is not None]
     if not checked:
@@ -167,17 +178,57 @@ def _workload_table(result: dict, stats: dict[str, dict]) -> list[str]:
 def _corrections_table(rows: Sequence[dict]) -> list[str]:
     lines = ["| corruption | model | seconds | solver residual | test AUC | mean abs ΔP(Yes) vs retrain (test) | "
              "mean abs ΔP(Yes) vs retrain (corrected records) | corrected-record AUC | MIA AUC of the corrupted "
-             "versions |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "versions | gap closed (corrected records) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (workload, model), group in _by(rows, "workload", "model").items():
         if any("error" in r for r in group):
-            lines.append(f"| {workload} | {model} | failed: {group[0].get('error')} | | | | | | |")
+            lines.append(f"| {workload} | {model} | failed: {group[0].get('error')} | | | | | | | |")
             continue
         lines.append(f"| {workload} | {model} | {_fmt(_mean(r['seconds'] for r in group))} "
                      f"| {_fmt(_mean(r.get('relative_residual') for r in group))} "
                      f"| {_fmt_auc(_mean(r['auc'] for r in group))} | {_fmt(_mean(r['distance_to_retrain'] for r in group))} "
                      f"| {_fmt(_mean(r['distance_to_retrain_corrected'] for r in group))} "
-                     f"| {_fmt_auc(_mean(r['corrected_auc'] for r in group))} | {_fmt(_mean(r['mia_auc'] for r in group))} |")
+                     f"| {_fmt_auc(_mean(r['corrected_auc'] for r in group))} | {_fmt(_mean(r['mia_auc'] for r in group))} "
+                     f"| {_percent(_mean(r.get('gap_closed') for r in group))} |")
     return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
+def approximate_rows(result: dict) -> list[dict]:
+    """Per influence step of the request streams: its quality beside the exact retrain of the same step."""
+    exact = {(r["seed"], r["workload"], r["step"]): r for r in result["rows"] if r["method"] == "retrain"}
+    out = []
+    for r in result["rows"]:
+        if r["method"] != "influence" or r["workload"] == "train":
+            continue
+        ref = exact.get((r["seed"], r["workload"], r["step"]), {})
+        out.append({**r, "retrain_s": ref.get("unlearn_s"), "mia_auc_retrain": ref.get("mia_auc"),
+                    "speedup": _speedup(ref.get("unlearn_s"), r["unlearn_s"])})
+    return out
+
+
+def _approximate_lines(result: dict) -> list[str]:
+    rows = approximate_rows(result)
+    if not rows:
+        return []
+    return _section(
+        "Approximate path: forgetting measured against the exact retrain",
+        "Per request step of `influence` beside `retrain`'s exact retrain of the same step. Gap closed: "
+        "1 − ‖P_approx − P_retrain‖ / ‖P_original − P_retrain‖ over the erased records' P(Yes) (1: the retrain's "
+        "predictions; 0: no closer than the adapter as trained; negative: further away). MIA AUC: loss-based "
+        "membership inference of the erased records against as many test records, under the adapter as "
+        "trained, the approximate update and the retrain. Backward passes: the solve's single-example "
+        "backward passes (b, and the Fisher's columns); HVP examples: double-backward passes (0 for the "
+        "default direct solver).",
+        ["workload", "step", "erased", "gap closed", "test AUC change", "MIA AUC original", "approximate", "retrain",
+         "solve s", "retrain s", "speed-up", "backward passes", "residual"],
+        [(r["workload"].upper(), r["step"], r["erased_total"], _percent(r.get("gap_closed")),
+          "n/a" if r.get("auc_change") is None else f"{r['auc_change']:+.3f}", _fmt(r.get("mia_auc_original")),
+          _fmt(r.get("mia_auc")), _fmt(r["mia_auc_retrain"]), _fmt(r["unlearn_s"]), _fmt(r["retrain_s"]),
+          _x(r["speedup"]), _fmt(r["grad_samples"]), _fmt(r.get("relative_residual")))
+         for r in rows])
 
 
 def _correction_losses(rows: Sequence[dict]) -> list[str]:
@@ -391,6 +442,19 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
     out.append(("influence update >= 10x faster than retrain",
                 ", ".join(f"{w.upper()} {_x(x)}" for w, x in speeds) or "n/a",
                 all(x >= 10 for _, x in speeds) if speeds else None))
+    closed = _mean(r.get("gap_closed") for r in approximate_rows(result))
+    out.append(("influence closes >= 50 % of the gap to the exact retrain on the forget set's P(Yes), on average",
+                _percent(closed), None if closed is None else closed >= 0.5))
+    for (workload, model), group in _by(result.get("corrections", []), "workload", "model").items():
+        if not model.startswith("influence"):
+            continue
+        corrupted = [r for r in result["corrections"] if r["workload"] == workload and r["model"] == "corrupted"]
+        mine = _mean(r.get("distance_to_retrain_corrected") for r in group)
+        before = _mean(r.get("distance_to_retrain_corrected") for r in corrupted)
+        out.append((f"{workload.upper()} {model} correction closer to the exact correction than the corrupted adapter "
+                    "(corrected records' P(Yes))", f"{_fmt(mine)} vs {_fmt(before)} (gap closed "
+                    f"{_percent(_mean(r.get('gap_closed') for r in group))})",
+                    None if mine is None or before is None else mine < before))
     wall = result.get("wall_s")
     over = None if wall is None else wall > 90 * 60
     out.append(("whole preset wall time <= 90 min", f"{wall / 60:.1f} min" + ("" if result["complete"] else " so far")
@@ -399,7 +463,7 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
 
 
 def _protocol_lines(result: dict) -> list[str]:
-    lines = [*_cost_lines(result), *_s3t_lines(result), *_equal_time_lines(result)]
+    lines = [*_cost_lines(result), *_s3t_lines(result), *_equal_time_lines(result), *_approximate_lines(result)]
     if result["settings"].get("window"):  # the issue's targets are those of APA's Movie protocol
         lines += _section("Targets", "The issue's targets for APA's Movie protocol, from the numbers above.",
                           ["target", "measured", "verdict"],
@@ -441,10 +505,8 @@ def write_summary(result: dict, path: Path) -> None:
         f"Workloads: {_workload_names(result)}. Unlearning time is everything "
         "the method does for a request (receive + crypto-shred, exact exclusion, retraining); certification and "
         "registration are not included (`erasure bench forget`). `influence` is the approximate path alone: the "
-        "trained retrain adapter moved by one influence update removing every record erased so far "
-        f"(Adam, {settings.get('solver_steps')} steps of {settings.get('solver_batch')}-example Hessian-vector "
-        f"products, damping {settings.get('damping')}; its fwd+bwd count adds gradient and HVP examples, an HVP costing about two); it never gives "
-        "exact compliance. Forget-set AUC scores the erased records with their true answers; MIA AUC is a "
+        f"trained retrain adapter moved by one influence update removing every record erased so far ({_solver(settings)}; "
+        "its fwd+bwd count adds the solve's backward passes and HVP examples); it never gives exact compliance. Forget-set AUC scores the erased records with their true answers; MIA AUC is a "
         "loss-based membership inference of the erased records against as many test records (0.5: they look "
         "unseen)." + (f" `influence` does not run {', '.join(w.upper() for w in skipped)} in this preset (a full "
                       "solve per request)." if skipped else ""), "",

@@ -57,6 +57,7 @@ from ledger.errors import BadInput
 from ledger.workspace import Workspace
 from unlearning.bench import protocol
 from unlearning.bench.forget import PARTITION_KEY, bench_workspace
+from unlearning.bench.influence import CORRUPTIONS, gap_closed, mia_auc, run_influence_benchmark
 from unlearning.bench.protocol import BenchData
 from unlearning.data import movielens
 from unlearning.data.partition import Partition, training_order
@@ -104,7 +105,10 @@ ROW_FIELDS = (
     "exact_retrained",  # replayed from scratch = retrained (None: not checked here)
     "exact_s3t_active",  # S3T served stages = deactivated full orders (None: nothing truncated)
     "check_s",  # seconds spent on the exactness checks (not part of unlearn_s)
-    "relative_residual",  # influence: ||(H + damping I) delta - b|| / ||b|| of the solve
+    "relative_residual",  # influence: ||(C + damping I) delta - b|| / ||b|| of the solve
+    "gap_closed",  # influence: 1 - ||P_approx - P_retrain|| / ||P_original - P_retrain|| over the forget set's P(Yes)
+    "auc_change",  # test AUC now minus the method's test AUC as trained
+    "mia_auc_original",  # influence: the MIA AUC of the erased records under the adapter as trained
     "forget_auc",  # AUC on every record erased so far, with its true answer
     "mia_auc",  # loss-based membership inference: erased records vs as many test records (0.5: unseen)
 )
@@ -127,9 +131,7 @@ class Preset:
     subjects: int  # W3: subject erasures, one after another
     seeds: int
     threads: int
-    solver_steps: int  # influence: Adam steps of the solve
-    solver_batch: int  # influence: examples per mini-batch Hessian-vector product
-    damping: float  # influence: λ of (H + λI)δ = b (large enough to make H + λI positive definite)
+    curvature_batch: int  # influence: examples of the adapter's training set its Fisher is averaged over
     influence_on: tuple[str, ...] = ("w1", "w2", "w3")  # workloads `influence` runs (a full solve per step)
     workloads: tuple[str, ...] = WORKLOADS  # run unless --workloads names others
     batch_share: float = BATCH_SHARE  # W2: share of the training records erased in one batch
@@ -152,16 +154,14 @@ PRESETS = {
     # One thread: on a busy 2-core machine two torch threads run many times slower than one.
     "tiny": Preset("tiny", base="tiny", users=40, history=5, per_user=2, eval_per_user=6, epochs=1.0, lr=1e-2,
                    batch_size=8, shards=2, slices=2, sequential=4, subjects=2, seeds=1, threads=1,
-                   solver_steps=30, solver_batch=8, damping=1.0),
-    # 90 minutes on 2 idle cores (measured): W1 shortened to 5 erasures and no influence solve per
-    # W1 step (each solve costs about six full retrains here: its full-batch residual alone is 90 HVPs).
+                   curvature_batch=64),
+    # 90 minutes on 2 idle cores (measured with the old Adam solver, which skipped W1): W1 shortened to 5 erasures.
     "cpu": Preset("cpu", base="smollm2-135m", users=40, history=10, per_user=3, eval_per_user=10, epochs=0.5, lr=1e-3,
                   batch_size=4, shards=4, slices=4, sequential=5, subjects=2, seeds=1, threads=2,
-                  # a solve of about the retrain's own cost (45 samples): 10 x 4 HVP examples
-                  solver_steps=10, solver_batch=4, damping=1.0, influence_on=("w2", "w3")),
+                  curvature_batch=64),
     "gpu": Preset("gpu", base="smollm2-135m", users=300, history=10, per_user=5, eval_per_user=20, epochs=1.0, lr=1e-3,
                   batch_size=8, shards=4, slices=4, sequential=20, subjects=5, seeds=3, threads=4,
-                  solver_steps=50, solver_batch=8, damping=1.0),
+                  curvature_batch=64),
     # APA's Movie protocol at APA's sizes (reference §3c): 1024 / 500 / 1000 samples, K = 4 shards of 256,
     # L = 4 slices, LoRA on the top 4 of SmolLM2's 30 layers (S3T: one layer per group).
     #
@@ -178,20 +178,20 @@ PRESETS = {
     #   exactness replays, once per method (SISA's shard lineage, APA's adapter and aggregator)  2.9
     #   W1, one single-record erasure for every method (retrain 127 s, SISA 25 s, APA 61 s,
     #     S3T exclusions) with 1000 test prompts scored after it per method             11.0
-    #   influence on W1: 40 mini-batch HVPs + the full-batch residual (1024 HVPs)         5.4
+    #   influence on W1: a 64-example Fisher (3 backward passes each) and the forget set    0.5
     #   total                                                                            about 74 min
     # The knobs that make it fit: E <= 1 (grid 0.5, 1), S3T stages at SISA's schedule (the paper's E
     # per stage: +13.5 min), APA(D) and APA(ND) shared (apart: +8 min), one W1 request, W2 and W3 off
     # (--workloads w1,w3 adds W3's one subject: +11 min), no zero-shot scoring, replays once.
     "seed": Preset("seed", base="smollm2-135m", users=0, history=10, per_user=0, eval_per_user=0, epochs=1.0, lr=1e-3,
                    batch_size=4, shards=4, slices=4, sequential=1, subjects=1, seeds=1, threads=2,
-                   solver_steps=10, solver_batch=4, damping=1.0, workloads=("w1",), batch_share=0.002,
+                   curvature_batch=64, workloads=("w1",), batch_share=0.002,
                    lora_layers="top-4", window=10_000, sizes=(1024, 500, 1000), epoch_grid=(0.5, 1.0),
                    replay_once=True, s3t_sisa_schedule=True, apa_shared=True, zero_shot=False),
     # the same protocol at test scale (the 2-layer tiny model, a few hundred samples), end to end in seconds
     "seed-tiny": Preset("seed-tiny", base="tiny", users=0, history=5, per_user=0, eval_per_user=0, epochs=1.0,
                         lr=1e-2, batch_size=8, shards=2, slices=2, sequential=2, subjects=1, seeds=1, threads=1,
-                        solver_steps=10, solver_batch=8, damping=1.0, influence_on=("w3",),
+                        curvature_batch=32, influence_on=("w3",),
                         workloads=("w1", "w2", "w3"), lora_layers="top-2", window=600, sizes=(48, 24, 32),
                         epoch_grid=(1.0, 2.0), replay_once=True, s3t_sisa_schedule=True, apa_shared=True,
                         zero_shot=False),
@@ -417,13 +417,16 @@ class UnlearningBenchmark:
                            f"workloads: {', '.join(WORKLOADS)})")
         self.preset, self.out, self.seeds, self.base, self.threads, self.log = preset, out, seeds, base, threads, log
         # the benchmark applies every update and reports its residual (the service refuses poor solves)
-        self.solver = SolverSettings(steps=preset.solver_steps, batch_size=preset.solver_batch, damping=preset.damping,
+        self.solver = SolverSettings(curvature_batch=preset.curvature_batch,
                                      max_residual=math.inf)
         self.methods = sorted(methods, key=METHODS.index)  # retrain first: the others' distance needs it
         self.workload_order = list(workload_order)
         self.rows: list[dict] = []
         self.corrections: list[dict] = []  # W4 rows (`bench_influence`)
-        self._reference: dict[tuple[int, str, int], list[float]] = {}
+        self._reference: dict[tuple[int, str, int], list[float]] = {}  # retrain's test P(Yes) per step
+        self._reference_forget: dict[tuple[int, str, int], list[float]] = {}  # retrain's forget-set P(Yes)
+        self._trained_p: dict[tuple[int, str], list[float]] = {}  # test P(Yes) of each method as trained
+        self._trained_auc: dict[tuple[int, str], float | None] = {}
         self._replayed: set[tuple[int, str]] = set()  # (seed, method) whose retraining was replayed
         self._apa_shared = preset.apa_shared and {"apa-d", "apa-nd"} <= set(self.methods)
 
@@ -440,6 +443,7 @@ class UnlearningBenchmark:
         self.result = {
             "benchmark": "unlearning", "preset": self.preset.name, "complete": False,
             "settings": {**asdict(self.preset), "base": self.base, "threads": self.threads, "seeds": self.seeds,
+                         "solver": self.solver.to_json(),
                          "methods": self.methods, "workloads": self.workload_order, "precision": precision},
             "data": {"train": len(train), "valid": len(data.valid), "test": len(test), "records": len(data.records),
                      "protocol": "chronological" if data.explicit_splits else "subject"},
@@ -539,6 +543,8 @@ class UnlearningBenchmark:
         if method == "influence" and "retrain" in trained:
             row = next(r for r in reversed(self.rows) if r["method"] == "retrain" and r["workload"] == "train")
             self.rows.append({**row, "method": method, "one_submodel_s": None})  # it retrains nothing
+            self._trained_p[(seed, method)] = self._trained_p[(seed, "retrain")]
+            self._trained_auc[(seed, method)] = self._trained_auc[(seed, "retrain")]
             return trained["retrain"]
         # a chronological split names each record's split; the test records stay out of the
         # workspaces (only the benchmark scores them, so their prefix states are not stored there)
@@ -554,8 +560,6 @@ class UnlearningBenchmark:
     def _corrections(self, seed: int, train: Sequence[Record], test: Sequence[Record], config: TrainConfig) -> None:
         """W4: corrupt 10 % of the training records (answers flipped; a movie added to the liked
         history), train on them, then correct exactly (retrain on clean data) and approximately."""
-        from unlearning.bench.influence import CORRUPTIONS, run_influence_benchmark
-
         for kind in CORRUPTIONS:
             rows = run_influence_benchmark(train, test, config, kind, CORRUPTED_SHARE, seed, [self.solver])
             self.corrections += rows
@@ -639,23 +643,41 @@ class UnlearningBenchmark:
             raise BadInput(f"step {step}: no served adapter was trained on the erased records")
         run.current = update.version
         solutions = update.solutions.values()
-        self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget,
+        # the forget set under the adapter as trained: where the gap to the exact retrain starts
+        original = scorer.p_yes(run.trained, run.forget)
+        n = min(len(run.forget), len(scorer.records))
+        self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget, original=original,
                   requests=len(erasure.requests), erased_records=erasure.records, erased_total=run.erased_total,
                   unlearn_s=unlearn_s, grad_samples=sum(s.hvp_examples + s.gradient_examples for s in solutions),
-                  retrained_components=0, relative_residual=max(s.relative_residual for s in solutions))
+                  retrained_components=0, relative_residual=max(s.relative_residual for s in solutions),
+                  mia_auc_original=mia_auc(original, run.forget, self._trained_p[(seed, run.method)][:n],
+                                           scorer.records[:n]))
 
     def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, scorer: _Scorer,
-             forget: Sequence[Record] = (), p_yes: list[float] | None = None, **values: object) -> None:
-        from unlearning.bench.influence import mia_auc
+             forget: Sequence[Record] = (), p_yes: list[float] | None = None, original: list[float] | None = None,
+             **values: object) -> None:
+        """One result row. `original`: the forget set's P(Yes) under the adapter as trained (the
+        approximate path's rows: the gap to the exact retrain is measured from there)."""
         from unlearning.evaluation import metrics
 
         p_yes = scorer.p_yes(version) if p_yes is None else p_yes
         evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
+        if workload == "train":
+            self._trained_p[(seed, method)] = p_yes
+            self._trained_auc[(seed, method)] = evaluation.auc
+        elif (seed, method) in self._trained_auc and evaluation.auc is not None and \
+                self._trained_auc[(seed, method)] is not None:
+            values["auc_change"] = evaluation.auc - self._trained_auc[(seed, method)]
         if forget:
             p_forget = scorer.p_yes(version, forget)
             values["forget_auc"] = metrics([int(r.answer == "Yes") for r in forget], p_forget, [None]).auc
             n = min(len(forget), len(scorer.records))
             values["mia_auc"] = mia_auc(p_forget, forget, p_yes[:n], scorer.records[:n])
+            if method == "retrain":
+                self._reference_forget[(seed, workload, step)] = p_forget
+            exact = self._reference_forget.get((seed, workload, step))
+            if original is not None and exact is not None:
+                values["gap_closed"] = gap_closed(original, p_forget, exact)
         if method == "retrain":
             self._reference[(seed, workload, step)] = p_yes
         reference = self._reference.get((seed, workload, step))

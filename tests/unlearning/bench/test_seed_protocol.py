@@ -158,4 +158,4 @@ def test_seed_protocol_end_to_end_at_tiny_scale(tmp_path):
     assert "n/a (one class)" in summary  # W1's forget set: one record, one label
     targets = summary.split("## Targets")[1].split("\n## ")[0]
     verdicts = [line.rsplit("|", 2)[1].strip() for line in targets.splitlines() if line.startswith("| ")][1:]
-    assert len(verdicts) == 11 and set(verdicts) <= {"met", "MISSED", "n/a"}
+    assert len(verdicts) == 12 and set(verdicts) <= {"met", "MISSED", "n/a"}

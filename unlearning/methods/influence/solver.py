@@ -11,27 +11,39 @@ answer tokens; with single-token answers (TALLRec's Yes/No) n = |D|.
 
 The curvature (`SolverSettings.curvature`):
 
-- `ggn` (default): the generalised Gauss–Newton matrix Jᵀ H_out J, J the Jacobian of the answer
-  logits in the LoRA parameters and H_out = diag(p) − ppᵀ the cross-entropy's Hessian in the
-  logits. It is positive semi-definite by construction, so (C + λI) is positive definite for
-  any λ > 0 and conjugate gradients converge. The true Hessian of an adapter that has not
+- `fisher` (default): the Gauss–Newton matrix in factored form. For the softmax cross-entropy,
+  H_out = diag(p) − ppᵀ = Σ_y p_y (e_y − p)(e_y − p)ᵀ, so Jᵀ H_out J = Σ_y p_y g_y g_yᵀ with
+  g_y = ∇(−log p_y): the model's own (true) Fisher. The sum over y is taken exactly over the
+  `fisher_tokens` most likely tokens at each answer position (Yes and No for TALLRec, which hold
+  most of a tuned model's mass: reported as `fisherTokenMass`) and estimated without bias over
+  the rest by one token drawn from them. C = G Gᵀ with one column √(weight / T)·g_y per
+  (answer token, y) of the sample, T answer tokens: one backward pass per column. PSD by
+  construction, and the damped system is solved in closed form (`direct`).
+- `ggn`: the whole Gauss–Newton matrix Jᵀ H_out J as a matrix-free product (J the Jacobian of
+  the answer logits in the LoRA parameters, H_out = diag(p) − ppᵀ the cross-entropy's Hessian in
+  the logits), for `cg`. Positive semi-definite like `fisher`, so (C + λI) is positive definite
+  for any λ > 0 and conjugate gradients converge; each product costs about three backward
+  passes per example, and CG takes tens of products. The true Hessian of an adapter that has not
   converged is indefinite (eigenvalues −5.6…13.2 measured on a SISA shard): there the quadratic
   is unbounded below and no solver can meet a residual gate.
 - `hessian`: the exact Hessian (Pearlmutter's double back-propagation), kept as an option.
 
-Both products are exact, never a surrogate with a detached C·δ (the released LLMEraser code's
-variant, whose fixed point is (½H + λI)⁻¹b). C is the mean over a fixed sample of D
-(`curvature_batch` examples drawn by the seed; all of D when None): each product costs about
-two backward passes per example, so the sample, not |D|, sets the price of a solve.
+Every product is exact for its C, never a surrogate with a detached C·δ (the released LLMEraser
+code's variant, whose fixed point is (½H + λI)⁻¹b). C is the mean over a fixed sample of D
+(`curvature_batch` examples drawn by the seed; all of D when None), so the sample, not |D|,
+sets the price of a solve.
 
 Damping (`damping=None`, the default): λ = `DAMPING_RATIO` × bᵀCb / bᵀb, a tenth of the
 curvature along the update's own direction. It scales with the adapter's loss (no setting that
-fits one model and breaks another) and caps the condition number of the system CG sees in
-that direction at 11.
+fits one model and breaks another) and caps the condition number of the system in that
+direction at 11.
 
-Two solvers share the operator:
+Three solvers:
 
-- `cg` (default): conjugate gradients from δ = 0 on the sampled curvature until the relative
+- `direct` (default, `fisher` only): Woodbury's identity, (λI + GGᵀ)⁻¹b = (b − G(λI + GᵀG)⁻¹Gᵀb)/λ,
+  a solve in the M×M Gram matrix of the M columns (float64): exact up to rounding, no iterations,
+  and its whole cost is the M backward passes that build G;
+- `cg`: conjugate gradients from δ = 0 on the sampled curvature until the relative
   residual is below `tolerance` or after `steps` products;
 - `adam` (the paper's): Adam on F(δ) = ½ δᵀ(C + λI)δ − bᵀδ, each step's C·δ on a fresh
   mini-batch of `batch_size` examples of D.
@@ -54,19 +66,21 @@ import torch
 from ledger.errors import BadInput
 from unlearning.training.engine import Engine, Example
 
-SOLVERS = ("cg", "adam")
-_CURVATURE_NAMES = {"ggn": "Gauss-Newton matrix", "hessian": "Hessian"}
+SOLVERS = ("direct", "cg", "adam")
+_CURVATURE_NAMES = {"fisher": "Fisher (Gauss-Newton) matrix",
+                    "ggn": "Gauss-Newton matrix", "hessian": "Hessian"}
 CURVATURES = tuple(_CURVATURE_NAMES)
 DAMPING_RATIO = 0.1  # damping=None: λ = DAMPING_RATIO × bᵀCb / bᵀb
 
 
 @dataclass(frozen=True)
 class SolverSettings:
-    solver: str = "cg"
-    curvature: str = "ggn"
+    solver: str = "direct"
+    curvature: str = "fisher"
     damping: float | None = None  # λ; None: DAMPING_RATIO × the curvature along b
     steps: int = 50  # CG products at most, or Adam steps
     curvature_batch: int | None = 64  # examples of D the curvature is averaged over (None: all of D)
+    fisher_tokens: int = 2  # fisher: the most likely tokens y kept per answer position
     # Adam: the step size as a fraction of the RMS coordinate of b/λ (the largest δ can be
     # when C is positive semi-definite), so one setting fits adapters of any gradient scale
     lr: float = 1.0
@@ -81,11 +95,14 @@ class SolverSettings:
             raise BadInput(f"unknown solver {self.solver!r} (one of {', '.join(SOLVERS)})")
         if self.curvature not in CURVATURES:
             raise BadInput(f"unknown curvature {self.curvature!r} (one of {', '.join(CURVATURES)})")
+        if (self.solver == "direct") != (self.curvature == "fisher") and self.solver != "cg":
+            raise BadInput(f"the {self.solver} solver does not take curvature {self.curvature}: direct solves the "
+                           "factored fisher (the default); adam takes ggn or hessian; cg takes any")
         if ((self.damping is not None and self.damping < 0) or self.steps < 1 or self.lr <= 0 or self.batch_size < 1
-                or self.tolerance <= 0 or self.max_residual <= 0
+                or self.tolerance <= 0 or self.max_residual <= 0 or self.fisher_tokens < 1
                 or (self.curvature_batch is not None and self.curvature_batch < 1)):
-            raise BadInput("damping must be >= 0; steps, lr, batch_size, curvature_batch, tolerance and max_residual "
-                           "must be positive")
+            raise BadInput("damping must be >= 0; steps, lr, batch_size, curvature_batch, fisher_tokens, tolerance "
+                           "and max_residual must be positive")
 
     def to_json(self) -> dict:
         """Float-free (certificates are canonical JSON): numbers that may be fractional as strings."""
@@ -98,6 +115,7 @@ class Solution:
     relative_residual: float  # ‖(C + λI)δ − b‖ / ‖b‖, C over the curvature sample
     damping: float  # λ as used (the rule's value when settings.damping is None)
     curvature_examples: int  # examples C is averaged over
+    fisher_mass: float | None  # fisher: mean probability of the kept tokens (1: C is the exact GGN)
     b_norm: float
     delta_norm: float
     hvp_examples: int  # examples through a double-backward pass (hardware-neutral cost)
@@ -114,8 +132,11 @@ class Solution:
             "solver": self.settings.to_json(),
             "relativeResidual": f"{self.relative_residual:.3e}",
             "residualDefinition": (f"||(C + damping I) delta - b|| / ||b||, C the {_CURVATURE_NAMES[self.settings.curvature]} "
-                                   f"averaged over {self.curvature_examples} of the {self.trained} trained examples"),
+                                   + (f" over the {self.settings.fisher_tokens} most likely tokens per answer position"
+                                      if self.settings.curvature == "fisher" else "")
+                                   + f", averaged over {self.curvature_examples} of the {self.trained} trained examples"),
             "damping": f"{self.damping:.3e}",
+            **({"fisherTokenMass": f"{self.fisher_mass:.4f}"} if self.fisher_mass is not None else {}),
             "bNorm": f"{self.b_norm:.3e}",
             "deltaNorm": f"{self.delta_norm:.3e}",
             "hvpExamples": self.hvp_examples,
@@ -152,7 +173,8 @@ class Quadratic:
     """
 
     def __init__(self, engine: Engine, lora: dict[str, torch.Tensor], trained: Sequence[Example],
-                 damping: float, curvature: str = "hessian", sample: Sequence[Example] | None = None, chunk: int = 4):
+                 damping: float, curvature: str = "hessian", sample: Sequence[Example] | None = None, chunk: int = 4,
+                 fisher_tokens: int = 2, seed: int = 0):
         if not trained:
             raise BadInput("the adapter's training set is empty: nothing to compute a curvature on")
         engine.load_lora(lora)
@@ -168,6 +190,11 @@ class Quadratic:
         self.tokens = sum(len(e.answer_ids) for e in self.trained)  # n
         self.hvp_examples = 0
         self.gradient_examples = 0
+        self.fisher_tokens, self.seed = fisher_tokens, seed
+        self.factors: torch.Tensor | None = None  # fisher: G over the sample, C = G Gᵀ
+        self.fisher_mass: float | None = None  # fisher: mean probability of the kept tokens
+        if curvature == "fisher":
+            self.factors, self.fisher_mass = self.fisher_factors(self.sample)
 
     def _chunks(self, examples: Sequence[Example]) -> Iterator[tuple[list[Example], int]]:
         for i in range(0, len(examples), self.chunk):
@@ -198,6 +225,9 @@ class Quadratic:
 
     def product(self, v: torch.Tensor, examples: Sequence[Example] | None = None) -> torch.Tensor:
         """(C_M + λI)·v with C_M the curvature of the token-mean loss over `examples` (default: the sample)."""
+        if self.curvature == "fisher":
+            g = self.factors if examples is None else self.fisher_factors(examples)[0]
+            return g @ (g.T @ v) + self.damping * v
         examples = self.sample if examples is None else examples
         vs = self._shaped(v)
         out = torch.zeros_like(v)
@@ -208,6 +238,37 @@ class Quadratic:
             self.hvp_examples += len(part)
         return out / total + self.damping * v
 
+
+    def fisher_factors(self, examples: Sequence[Example]) -> tuple[torch.Tensor, float]:
+        """(G, mass): G Gᵀ the Fisher of the token-mean loss over `examples` and the mean
+        probability of the tokens taken exactly. Per answer position (T in all): a column
+        √(p_y / T)·∇(−log p_y) for each of the `fisher_tokens` most likely tokens y, and one for a
+        token drawn (by the seed) from the others, weighted by their total probability. One
+        example per forward pass: a column's backward then runs through its example alone."""
+        columns, kept = [], []
+        tokens = sum(len(e.answer_ids) for e in examples)
+        draws = torch.Generator().manual_seed(self.seed)
+        for e in examples:
+            logits, _ = self.engine.answer_logits([e])
+            log_p = torch.log_softmax(logits, dim=-1)
+            p = log_p.detach().exp().double().cpu()
+            k = min(self.fisher_tokens, p.shape[-1] - 1)
+            for t in range(len(p)):
+                top = p[t].topk(k).indices.tolist()
+                tail = p[t].clone()
+                tail[top] = 0
+                tail_mass = float(tail.sum())
+                # the top k exactly; the rest by one token drawn from it, weighted by its mass
+                # (unbiased: E[g gᵀ] over the draw is the tail's share of the sum)
+                terms = [(y, float(p[t, y])) for y in top]
+                if tail_mass > 0:
+                    terms.append((int(torch.multinomial(tail / tail_mass, 1, generator=draws)), tail_mass))
+                for y, weight in terms:
+                    grad = torch.autograd.grad(-log_p[t, y], self.params, retain_graph=True)
+                    columns.append(self._flat(grad) * math.sqrt(weight / tokens))
+                    self.gradient_examples += 1
+                kept.append(1 - tail_mass)
+        return torch.stack(columns, dim=1), sum(kept) / len(kept)
 
     def _hessian_sum(self, part: list[Example], vs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """∇²(Σ answer-token losses)·v by double back-propagation."""
@@ -254,6 +315,15 @@ def solve_adam(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch
     return delta
 
 
+def solve_direct(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
+    """(λI + GGᵀ)⁻¹b by Woodbury's identity: one M×M solve in float64, M the factor columns."""
+    if not q.damping > 0:
+        raise BadInput("the direct solver needs a positive damping (λI + GGᵀ is singular without it)")
+    g, rhs = q.factors.double(), b.double()
+    gram = g.T @ g + q.damping * torch.eye(g.shape[1], dtype=torch.float64, device=g.device)
+    return ((rhs - g @ torch.linalg.solve(gram, g.T @ rhs)) / q.damping).float()
+
+
 def solve_cg(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
     """Conjugate gradients on (C + λI)δ = b over the curvature sample, from δ = 0."""
     delta = torch.zeros_like(b)
@@ -277,6 +347,9 @@ def solve_cg(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.T
         p = r + (rr / previous) * p
     return delta
 
+
+
+SOLVE = {"direct": solve_direct, "cg": solve_cg, "adam": solve_adam}
 
 
 def curvature_sample(trained: Sequence[Example], settings: SolverSettings) -> list[Example]:
@@ -303,16 +376,16 @@ def influence_update(engine: Engine, lora: dict[str, torch.Tensor], trained: Seq
     start = time.perf_counter()
     with eager_attention(engine):
         q = Quadratic(engine, lora, trained, settings.damping or 0.0, settings.curvature,
-                      curvature_sample(trained, settings))
+                      curvature_sample(trained, settings), fisher_tokens=settings.fisher_tokens, seed=settings.seed)
         b = q.b(old, new)
         if not b.norm() > 0:
             raise BadInput("the gradient difference b is zero: the update would change nothing")
         if settings.damping is None:
             q.damping = auto_damping(q, b)
-        delta = (solve_adam if settings.solver == "adam" else solve_cg)(q, b, settings)
+        delta = SOLVE[settings.solver](q, b, settings)
         residual = q.residual(delta, b)
     return Solution(delta=q.unflatten(delta), relative_residual=residual, damping=q.damping,
-                    curvature_examples=len(q.sample), b_norm=float(b.norm()),
+                    curvature_examples=len(q.sample), fisher_mass=q.fisher_mass, b_norm=float(b.norm()),
                     delta_norm=float(delta.norm()), hvp_examples=q.hvp_examples, gradient_examples=q.gradient_examples,
                     seconds=time.perf_counter() - start, settings=settings, trained=len(trained), removed=len(old),
                     added=len(new))
