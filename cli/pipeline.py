@@ -13,8 +13,9 @@ from ledger.workspace import Workspace
 DEADLINE = typer.Option(None, "--deadline", help="ISO 8601 deadline with a timezone, e.g. 2026-12-01T00:00:00Z.")
 REQUESTER = typer.Option("cli", "--requester", help="Who asked (system or person).")
 REQUEST_ID = typer.Option(None, "--request-id", help="Reuse an id to make a resend idempotent.")
-APPROXIMATE = typer.Option(False, "--approximate", help="Ask for an APPROXIMATE influence update first (retrain and "
-                           "sisa models; schema v1.1); the exact path always follows and supersedes it.")
+APPROXIMATE = typer.Option(False, "--approximate", help="Ask for an APPROXIMATE influence update too (retrain and "
+                           "sisa models; schema v1.1): solved beside the exact path, published after the exclusion "
+                           "unless the retrain came first, always superseded by it.")
 
 request_app = typer.Typer(help="Produce erasure and rectification requests to Kafka (topic erasure.requests).", no_args_is_help=True)
 

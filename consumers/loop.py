@@ -186,7 +186,15 @@ class ConsumerLoop:
             self.consumer.resume(*(partitions & self.consumer.assignment()))
 
     def _commit(self, unit: list, outbox: Outbox, owned: bool) -> None:
-        """Send the unit's messages and commit its offsets in one transaction."""
+        """Send the unit's messages and commit its offsets in one transaction, then hand off
+        what the unit leaves to work beside the loop (`Outbox.after`)."""
+        try:
+            self._transaction(unit, outbox, owned)
+        finally:
+            for hand_off in outbox.after:
+                hand_off()
+
+    def _transaction(self, unit: list, outbox: Outbox, owned: bool) -> None:
         from kafka.structs import OffsetAndMetadata
 
         offsets = {}

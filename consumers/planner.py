@@ -13,10 +13,13 @@ milliseconds per request:
 3. plan: the shards of each model that trained on the records (record-store provenance: a
    record's shard never changes, and a restore running meanwhile may already have dropped the
    shard from the newest version, so the newest version's manifests could miss it);
-4. v1.1 `approximate` requests: an APPROXIMATE influence update per affected model (retrain and
-   SISA models), from the records held in memory before step 2, under the model's lock; the
-   batch's jobs (and the planner) wait for the solve (seconds on the tiny model, minutes for
-   SmolLM2 on CPU), the exact path always follows;
+4. v1.1 `approximate` requests: per affected model (retrain and SISA), the records held in memory
+   before step 2 and the served adapters of the model's newest exact version that trained on
+   them, read now, before the jobs can lead to its exclusion and purge (`steps.hold`: no solve);
+   they go to the approximator (`consumers.approximator`) once the batch's Kafka transaction is
+   over, which solves beside the exact path and publishes the APPROXIMATE update after the
+   request's exclusion, unless the retrain came first. Neither the batch nor the exact path
+   waits for it;
 5. one job per affected model/shard, keyed model/shard. The excluder (`consumers.excluder`,
    same role) and the executors both consume them: exclusion first, then the retrain.
 
@@ -26,6 +29,8 @@ Every step is idempotent by request id, so a redelivered batch repeats only even
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from functools import partial
 
 from consumers import stages
 from consumers.loop import Batching
@@ -37,7 +42,6 @@ from ledger.log import open_ledger
 from producers.schemas import ErasureRequest, Job, parse_request
 from unlearning.data.records import RecordStore
 from unlearning.data.secrets import subject_tag
-from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations import steps
 from unlearning.operations.approximate import latest_exact
 from unlearning.operations.context import Context
@@ -49,9 +53,12 @@ from unlearning.operations.receive import (
 class Planner(Batching):
     name = "planner"
 
-    def __init__(self, ctx: Context, topics: Topics, solver: SolverSettings | None = None) -> None:
+    def __init__(self, ctx: Context, topics: Topics,
+                 approximator: Callable[[steps.PendingUpdate], None] | None = None) -> None:
+        """`approximator` takes the approximate updates to make (`Approximator.submit`); without
+        one, approximate requests get the exact path alone."""
         super().__init__()
-        self.ctx, self.topics, self.solver = ctx, topics, solver or SolverSettings()
+        self.ctx, self.topics, self.approximator = ctx, topics, approximator
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
@@ -129,18 +136,15 @@ class Planner(Batching):
 
     def _approximate(self, accepted: dict, plans: dict[str, dict[str, list[int]]], held: dict,
                      outbox: Outbox) -> None:
-        """For approximate requests received now (a redelivered one has no records left): the
-        influence update of each model that trained on the records, published APPROXIMATE
-        before the batch's jobs go out (design §5: the exact path follows and supersedes it)."""
+        """For approximate requests received now (a redelivered one has no records left), per
+        model that trained on the records: its inputs, read before the jobs go out, handed to the
+        approximator after the transaction (design §5: the exact path supersedes the update)."""
         for rid, (old, new) in held.items():
-            if rid not in accepted or not old:
+            if rid not in accepted or not old or self.approximator is None:
                 continue
             receipt = accepted[rid][1]
             for model in plans.get(rid, {}):
-                result = steps.approximate(self.ctx, model, receipt, old, new, self.solver)
-                registered = result.registered
-                outbox.event(rid, "approximate", model=model, version=registered and registered.version,
-                             certificate_sha256=registered and registered.certificate_sha256, reason=result.reason)
+                outbox.after.append(partial(self.approximator, steps.hold(self.ctx, model, receipt, old, new)))
 
     def _reject(self, rejected: list, outbox: Outbox) -> None:
         if not rejected:

@@ -1,8 +1,12 @@
-"""`erasure serve`: the planner (with the excluder) and/or an executor in one process, each a
-consumer loop in its own thread, with a transactional producer per loop.
+"""`erasure serve`: the planner (with the excluder and the approximator) and/or an executor in
+one process, each a consumer loop in its own thread, with a transactional producer per loop;
+the approximator is a worker thread the planner hands approximate updates to, with a plain
+idempotent producer for its events.
 
 Stopping: `stop()` lets each loop finish the unit in flight (commit it) and hand everything
-else back uncommitted, then leave the group so other members take over its partitions.
+else back uncommitted, then leave the group so other members take over its partitions; the
+approximator finishes a solve in flight and logs the updates it still holds as lost (their
+records lived only in this process).
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
+from consumers.approximator import Approximator
 from consumers.excluder import Excluder
 from consumers.executor import Executor
 from consumers.loop import ConsumerLoop
@@ -43,12 +50,13 @@ class Service:
     instance: str = field(default_factory=default_instance)
     bootstrap: str | None = None
     errors: list[BaseException] = field(default_factory=list)
-    solver: SolverSettings = field(default_factory=SolverSettings)  # the planner's approximate updates
+    solver: SolverSettings = field(default_factory=SolverSettings)  # the approximator's updates
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loops: list[ConsumerLoop] = []
+        self._approximator: Approximator | None = None
 
     def start(self) -> "Service":
         from kafka.errors import KafkaError
@@ -60,9 +68,11 @@ class Service:
         except KafkaError as err:
             raise ServiceError(f"cannot start the pipeline on Kafka at {bootstrap}: {err}") from None
         for loop in self._loops:
-            thread = threading.Thread(target=self._run, args=(loop,), name=loop.handler.name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start(loop.handler.name, partial(loop.run, self._stop))
+        if self._approximator is not None:  # it outlives the loops: the planner hands off as it stops
+            loops = list(self._threads)
+            self._start(self._approximator.name, partial(self._approximator.run,
+                                                         lambda: any(t.is_alive() for t in loops)))
         log.info("serving %s as %s (topics %s*)", self.role, self.instance, self.topics.prefix or "erasure.")
         return self
 
@@ -70,7 +80,10 @@ class Service:
         ctx = Context(self.ws, self.instance)
         wanted = []
         if self.role in ("planner", "all"):
-            wanted.append((Planner(ctx, self.topics, self.solver), self.topics.requests, self.topics.planner_group, 2000))
+            self._approximator = Approximator(ctx, self.topics, self._producer(bootstrap, f"{self.instance}-approximator"),
+                                              self.solver, self._stop)
+            wanted.append((Planner(ctx, self.topics, self._approximator.submit), self.topics.requests,
+                           self.topics.planner_group, 2000))
             wanted.append((Excluder(ctx, self.topics), self.topics.jobs, self.topics.excluder_group, 5000))
         if self.role in ("executor", "all"):
             wanted.append((Executor(ctx, self.topics, self.window_s), self.topics.jobs, self.topics.executor_group, 100))
@@ -91,11 +104,24 @@ class Service:
         producer.init_transactions()
         return ConsumerLoop(handler, consumer, producer, topic)
 
-    def _run(self, loop: ConsumerLoop) -> None:
+    @staticmethod
+    def _producer(bootstrap: str, client: str):  # type: ignore[no-untyped-def]
+        """A plain idempotent producer (no transactions): the approximator's events."""
+        from kafka import KafkaProducer
+
+        return KafkaProducer(bootstrap_servers=bootstrap, client_id=client, enable_idempotence=True, acks="all",
+                             linger_ms=5)
+
+    def _start(self, name: str, work: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._run, args=(name, work), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _run(self, name: str, work: Callable[[], None]) -> None:
         try:
-            loop.run(self._stop)
+            work()
         except BaseException as err:  # noqa: BLE001 - reported by wait(); the other loops stop too
-            log.error("%s stopped: %s", loop.handler.name, err)
+            log.error("%s stopped: %s", name, err)
             self.errors.append(err)
             self._stop.set()
 

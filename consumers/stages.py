@@ -12,6 +12,7 @@ A message without a usable request id is named by its Kafka coordinates (`kafka:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -36,14 +37,31 @@ def timing(ledger: Ledger, request_id: str) -> dict:
     return {"requested_at": source.get("requested_at"), "deadline": source.get("deadline")}
 
 
+def outcome_event(request_id: str, status: Status, at: datetime | str | None = None, **fields: object) -> OutcomeEvent:
+    """An outcome event; `fields` are OutcomeEvent fields, None ones left out."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    return OutcomeEvent.model_validate({"schema": "erasure.event/v1", "request_id": request_id, "status": status,
+                                        **given, **({"at": at} if at else {})})
+
+
+def describe(event: OutcomeEvent) -> str:
+    """An event in one line, for logs."""
+    given = event.model_dump(exclude_none=True)
+    detail = " ".join(f"{k}={given[k]}" for k in ("model", "version", "shards", "reason") if k in given)
+    return f"{event.status} {detail}".strip()
+
+
 @dataclass
 class Outbox:
     """What one unit of work sends: events, jobs, DLQ copies; the consumer loop sends them in the
-    transaction that commits the unit's offsets, then logs `lines` (one per handled message)."""
+    transaction that commits the unit's offsets, then logs `lines` (one per handled message) and
+    calls `after` (hand-offs to work beside the loop, once the transaction is over, committed or
+    not: a unit retried after an abort would not have them again)."""
 
     topics: Topics
     messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
     last: dict[str, str] = field(default_factory=dict)  # request id -> its last status, described
     _events: set[tuple] = field(default_factory=set)
 
@@ -53,16 +71,13 @@ class Outbox:
     def event(self, request_id: str, status: Status, at: datetime | str | None = None, **fields: object) -> None:
         """Queue an outcome event (once per request, status, model and reason); `fields` are
         OutcomeEvent fields, None ones left out."""
-        given = {k: v for k, v in fields.items() if v is not None}
-        once = (request_id, status, given.get("model"), given.get("reason"))
+        once = (request_id, status, fields.get("model"), fields.get("reason"))
         if once in self._events:
             return
         self._events.add(once)
-        event = OutcomeEvent.model_validate({"schema": "erasure.event/v1", "request_id": request_id,
-                                             "status": status, **given, **({"at": at} if at else {})})
+        event = outcome_event(request_id, status, at, **fields)
         self.send(self.topics.events, request_id.encode(), event.to_bytes())
-        detail = " ".join(f"{k}={given[k]}" for k in ("model", "version", "shards", "reason") if k in given)
-        self.last[request_id] = f"{status} {detail}".strip()
+        self.last[request_id] = describe(event)
 
 
 def fail(ws: Workspace, request_ids: list[str], model: str, reason: str, outbox: Outbox) -> None:

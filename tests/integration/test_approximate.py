@@ -21,7 +21,9 @@ from unlearning.data.records import RecordStore
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.approximate import influence_version, latest_exact
 from unlearning.operations.build import replay_component
+from unlearning.operations import steps
 from unlearning.operations.certify import bundle_dir, certified_predicate
+from unlearning.operations.context import Context
 from unlearning.operations.exclude import exclude
 from unlearning.operations.publish import publish
 from unlearning.operations.purge import purge
@@ -137,7 +139,7 @@ def test_rectification_replaces_the_commitment_and_retrains_exactly(workspace: W
     done = run("rectify", name, "--record", record.record_id, "--answer", corrected, "--approximate", "--json")
     assert done.exit_code == 0, done.output
     out = json.loads(done.stdout)
-    assert out["approximate_version"] < out["excluded_version"] < out["restored_version"]
+    assert out["excluded_version"] < out["approximate_version"] < out["restored_version"]  # the exclusion first
     assert set(out["approximation"]) and all(float(r["relativeResidual"]) < SolverSettings().tolerance
                                          for r in out["approximation"].values())
 
@@ -172,15 +174,44 @@ def test_rectification_replaces_the_commitment_and_retrains_exactly(workspace: W
     with RecordStore.open(ws) as store:
         assert store.record(record.record_id) == now
 
-    # an erasure through the CLI takes the same approximate-then-exact path
+    # an erasure through the CLI takes the same path: exclusion, approximate update, retrain
     subject = next(s for s in _subjects(ws) if s != record.subject_id)
     forgot = run("forget", name, "--subject", subject, "--approximate", "--json")
     assert forgot.exit_code == 0, forgot.output
     erased = json.loads(forgot.stdout)
-    assert erased["approximate_version"] is not None and erased["restored_version"] > erased["approximate_version"]
+    assert erased["approximate_version"] is not None and erased["approximate_error"] is None
+    assert erased["excluded_version"] < erased["approximate_version"] < erased["restored_version"]
+    [excluded] = [e for e in _ledger_entries(ws, "request_excluded") if e["request_id"] == erased["request_id"]]
+    [approximated] = [e for e in _ledger_entries(ws, "request_approximated") if e["request_id"] == erased["request_id"]]
+    [built] = [e for e in _ledger_entries(ws, "version_built") if e["version"] == approximated["version"]]
+    assert built["parent_version"] == excluded["version"]  # built onto the exclusion, after it
     registry = Registry.for_workspace(ws)
     assert registry.resolve(name, "certified", None).version == erased["restored_version"]
     assert all(r.status in {"certified", "superseded"} for r in registry.versions(name))
+
+
+def test_an_update_the_retrain_overtook_is_not_published(workspace: Workspace, trained: str) -> None:
+    """Off the exact path: the update is solved from what was held before the exclusion purged the
+    version, and skipped (with the reason logged) once the request is restored."""
+    name, ws = trained, workspace
+    ctx = Context(ws)
+    subject = _train_subject(ws, name, "shard0-slice1")
+    with RecordStore.open(ws) as store:
+        held = [r for r in store.records("train") if r.subject_id == subject]
+    receipt = receive(ws, "overtaken", subject, model=name)
+    shards = steps.plan(ctx, [("overtaken", [name], receipt)])["overtaken"][name]
+    pending = steps.hold(ctx, name, receipt, held, [])
+    assert pending.held is not None and pending.held.version.version == 1
+    assert steps.exclude_requests(ctx, name, ["overtaken"]).purged == [1]  # what the update needs is held
+    assert steps.restore_requests(ctx, name, shards, ["overtaken"]).registered is not None
+    versions = ModelStore(ws).versions(name)
+
+    result = steps.approximate(ctx, pending, SolverSettings())
+    reason = f"the exact version came first: overtaken is restored on {name}"
+    assert result.registered is None and result.error == reason
+    assert ModelStore(ws).versions(name) == versions
+    [logged] = [e for e in _ledger_entries(ws, "request_approximated") if e["request_id"] == "overtaken"]
+    assert logged["reason"] == f"no approximate update: {reason}" and logged.get("registry_version") is None
 
 
 def _subjects(ws: Workspace) -> list[str]:

@@ -75,7 +75,8 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
     """Write, certify and log the bundle of `version`; idempotent (an existing certificate is kept).
 
     `receipts` are the erasures handled by this version; earlier ones come from the parent's
-    certificate. `actions` maps component id -> trained|kept|retrained|deactivated (default:
+    certificate, less an `approximation`'s own requests (its parent may be their exclusion, and
+    its updated adapters still hold their records). `actions` maps component id -> trained|kept|retrained|deactivated (default:
     trained for a first version, kept otherwise).
     """
     bundle = bundle_dir(ws, version.name, version.version)
@@ -83,6 +84,9 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
         return bundle
     parent = version.meta.parent_version
     erasures = list(certified_predicate(bundle_dir(ws, version.name, parent), ws).erasures) if parent else []
+    if approximation is not None:  # its own requests: excluded in the parent, their records in updated adapters
+        approximated = {r["requestId"] for r in approximation["requests"]}
+        erasures = [e for e in erasures if e.requestId not in approximated]
     known = {e.requestId for e in erasures}
     erasures += [r.to_erasure() for r in receipts if r.request_id not in known]
 

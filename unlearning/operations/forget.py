@@ -1,9 +1,13 @@
 """`erasure forget` and `erasure rectify`: the pipeline's stages run synchronously (design §2).
 
-receive → plan → (approximate) → exclude → restore, each the same operation the planner,
-excluder and executor call (`unlearning.operations.steps`), so the ledger holds the same stage
-entries and `erasure status` tells the same story for a request from the CLI or from Kafka.
-Every step is idempotent: the same command twice changes nothing the second time.
+receive → plan → exclude → (approximate) → restore, each the same operation the planner,
+excluder, approximator and executor call (`unlearning.operations.steps`), so the ledger holds
+the same stage entries and `erasure status` tells the same story for a request from the CLI or
+from Kafka. Every step is idempotent: the same command twice changes nothing the second time.
+
+The exclusion comes first, as in the pipeline; here the steps run one after the other, so the
+retrain starts only after the approximate update's solve, where `erasure serve` solves beside
+the exact path (`consumers.approximator`).
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
            approximate: SolverSettings | None = None) -> ForgetResult:
     """Erase a subject (or some of its records) from model `name`.
 
-    With `approximate`, an influence-function update of the served adapters is published first
-    (APPROXIMATE, from the records held in memory after the store shredded them); the exact
-    path always follows and supersedes it.
+    With `approximate`, an influence-function update of the served adapters (APPROXIMATE, from
+    the records held in memory after the store shredded them) is published after the exclusion
+    and before the retrain, which supersedes it; the retrain starts after the solve.
     """
     start = time.monotonic()
     ctx = Context(ws)
@@ -79,7 +83,7 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
     The record store replaces its content under a fresh commitment; the old commitment is
     logged like an erasure, so the exact path (exclusion, retrain of the affected shard on the
     corrected data, purge) is the erasure's. With `approximate`, an influence update from the
-    old to the new content is published first, as in `forget`.
+    old to the new content is published between the exclusion and the retrain, as in `forget`.
     """
     start = time.monotonic()
     ctx = Context(ws)
@@ -99,30 +103,32 @@ def rectify(ws: Workspace, name: str, record_id: str, prompt: str | None = None,
 
 def _stages(ctx: Context, name: str, receipt: Receipt, old: list[StoredRecord], new: list[Record],
             approximate: SolverSettings | None, retrain: bool, progress, start: float) -> ForgetResult:  # type: ignore[no-untyped-def]
-    """plan → approximate → exclude → restore for one received request."""
+    """plan → exclude → approximate → restore for one received request. The approximate
+    update's inputs are read before the exclusion purges the version that held the records."""
     result = ForgetResult(receipt.request_id, len(receipt.commitments))
     result.timings["received_s"] = _since(start)
     shards = steps.plan(ctx, [(receipt.request_id, [name], receipt)])[receipt.request_id].get(name, [])
     purged: set[int] = set()
-    if old and approximate is not None:
-        approximation = steps.approximate(ctx, name, receipt, old, new, approximate)
-        result.approximate_error = approximation.error
-        if approximation.registered is not None:
-            result.approximate_version = approximation.registered.version
-            result.approximation = approximation.report
-            result.timings["approximate_s"] = _since(start)
+    pending = steps.hold(ctx, name, receipt, old, new) if old and approximate is not None else None
     if shards:
         exclusion = steps.exclude_requests(ctx, name, [receipt.request_id])
         purged.update(exclusion.purged)
         if exclusion.registered is not None:
             result.excluded_version = exclusion.registered.version
             result.timings["excluded_s"] = _since(start)
-        if retrain:
-            restoration = steps.restore_requests(ctx, name, shards, [receipt.request_id], progress=progress)
-            purged.update(restoration.purged)
-            if restoration.registered is not None:
-                result.restored_version = restoration.registered.version
-                result.timings["restored_s"] = _since(start)
+    if pending is not None and approximate is not None:
+        approximation = steps.approximate(ctx, pending, approximate)
+        result.approximate_error = approximation.error
+        if approximation.registered is not None:
+            result.approximate_version = approximation.registered.version
+            result.approximation = approximation.report
+            result.timings["approximate_s"] = _since(start)
+    if shards and retrain:
+        restoration = steps.restore_requests(ctx, name, shards, [receipt.request_id], progress=progress)
+        purged.update(restoration.purged)
+        if restoration.registered is not None:
+            result.restored_version = restoration.registered.version
+            result.timings["restored_s"] = _since(start)
     result.purged_versions = sorted(purged)
     result.timings["total_s"] = _since(start)
     return result

@@ -1,18 +1,20 @@
-"""The stages of a received request, one function each: plan, approximate, exclude, restore.
+"""The stages of a received request, one function each: plan, exclude, approximate, restore.
 
 This is the one path: `erasure forget` / `rectify` call these in sequence, and the pipeline's
-planner, excluder and executor call the same functions from their consumer loops. Each step
+planner, excluder and executor call the same functions from their consumer loops (the planner
+`hold`s an approximate update's inputs, the approximator worker makes it beside the exact path). Each step
 logs its own stage entries (`ledger.entries`), so `erasure status` reads the same stages for a
 request whichever way it came, and each is idempotent by request id: a repeated call finds the
 stage done and changes nothing.
 
 Steps that make versions take the model's lock (exclusions ahead of retrains) and first finish
-whatever a crash left (`settle`).
+whatever a crash left (`settle`). The approximate step solves before it takes the lock and never
+goes ahead of the exact path: it publishes only if the model has not moved on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger import entries
@@ -20,7 +22,8 @@ from ledger.errors import BadInput, ServiceError
 from ledger.log import open_ledger
 from unlearning.data.records import Record, RecordStore, StoredRecord
 from unlearning.methods.influence.solver import SolverSettings
-from unlearning.operations.approximate import influence_version
+from unlearning.operations import approximate as influence
+from unlearning.operations.approximate import Held, latest_exact
 from unlearning.operations.context import Context
 from unlearning.operations.exclude import exclude, finish_exclusion
 from unlearning.operations.publish import publish, registration
@@ -58,7 +61,19 @@ class ApproximationOutcome:
     reason: str  # logged in `request_approximated`
     registered: RegisteredVersion | None = None
     report: dict = field(default_factory=dict)  # per updated component: the solver's report
-    error: str | None = None  # why nothing was published, when a solve was refused
+    error: str | None = None  # why nothing was published
+
+
+@dataclass
+class PendingUpdate:
+    """An approximate update to make for one request (`hold`); its records live only here."""
+
+    model: str
+    receipt: Receipt
+    old: list[StoredRecord]  # the records as trained (shredded or replaced in the store)
+    new: list[Record]  # their corrections (a rectification)
+    held: Held | None  # what the solve needs of the version that held them; None: no update
+    reason: str | None = None  # why there is no update
 
 
 def settle_model(ctx: Context, name: str) -> ModelVersion:
@@ -88,33 +103,74 @@ def plan(ctx: Context, requests: Sequence[tuple[str, Sequence[str], Receipt]]) -
     return plans
 
 
-def approximate(ctx: Context, model: str, receipt: Receipt, old: list[StoredRecord], new: list[Record],
-                settings: SolverSettings) -> ApproximationOutcome:
-    """Publish the APPROXIMATE influence update of `model` for one received request (`old`: its
-    records as trained, held in memory before the store shredded or replaced them; `new`: their
-    corrections), and log `request_approximated`. Nothing is published when no served adapter
-    saw the records or the solve is refused; the exact path runs either way."""
-    with model_lock(ctx.ws, model):
-        result = _approximate(ctx, settle(ctx, model), receipt, old, new, settings)
+def hold(ctx: Context, model: str, receipt: Receipt, old: list[StoredRecord], new: list[Record]) -> PendingUpdate:
+    """What the approximate update of `model` for one request needs, read into memory now, under
+    no lock: the records (`old` as trained, held before the store shredded or replaced them;
+    `new` their corrections) and the served adapters of the model's newest exact version that
+    trained on them. Call it before the request's exclusion, which purges that version."""
+    for _ in range(3):
+        version = None
+        try:
+            version = latest_exact(ctx.ws, model)
+            held = influence.hold(version, old)
+        except (BadInput, OSError) as err:
+            reason = f"no approximate update: {err}"
+            if version is not None and version.path.exists():  # refused (e.g. an unsupported method)
+                break
+            continue  # a version purged by another request's exclusion while it was read: again
+        reason = None if held else "no approximate update: no served adapter was trained on the records"
+        return PendingUpdate(model, receipt, old, new, held, reason)
+    return PendingUpdate(model, receipt, old, new, None, reason)
+
+
+def approximate(ctx: Context, pending: PendingUpdate, settings: SolverSettings,
+                ready: Callable[[], str | None] | None = None) -> ApproximationOutcome:
+    """Publish the APPROXIMATE influence update of `pending.model` for one request, and log
+    `request_approximated`; off the exact path: the solve takes no lock; then `ready` (the
+    service waits there for the request's exclusion; a reason returned skips the update), then,
+    under the model's lock (not urgent), the update is published onto the newest exact version
+    unless the model has moved on (`approximate.moved_on`: the exact version came first, a
+    retrain since, another erasure in an updated adapter). Nothing is published either when no
+    served adapter saw the records or the solve is refused; the exact path runs either way."""
+    return _logged(ctx, pending, _approximate(ctx, pending, settings, ready))
+
+
+def give_up(ctx: Context, pending: PendingUpdate, reason: str) -> ApproximationOutcome:
+    """No approximate update for `pending` (e.g. the service stopped: its records are lost with
+    it); `request_approximated` says why."""
+    return _logged(ctx, pending, ApproximationOutcome(f"no approximate update: {reason}", error=reason))
+
+
+def _logged(ctx: Context, pending: PendingUpdate, result: ApproximationOutcome) -> ApproximationOutcome:
     registered = result.registered
     with open_ledger(ctx.ws) as ledger:
         ledger.append_many([entries.request_approximated(
-            receipt.request_id, model, result.reason, registered and registered.local_version,
+            pending.receipt.request_id, pending.model, result.reason, registered and registered.local_version,
             registered and registered.version, registered and registered.certificate_sha256)])
     return result
 
 
-def _approximate(ctx: Context, current: ModelVersion, receipt: Receipt, old: list[StoredRecord],
-                 new: list[Record], settings: SolverSettings) -> ApproximationOutcome:
+def _approximate(ctx: Context, pending: PendingUpdate, settings: SolverSettings,
+                 ready: Callable[[], str | None] | None) -> ApproximationOutcome:
+    if pending.held is None:
+        return ApproximationOutcome(pending.reason or "no approximate update", error=pending.reason)
     try:
-        update = influence_version(ctx.ws, current, old, new, [receipt], settings)
+        update = influence.solve(ctx.ws, pending.held, pending.old, pending.new, [pending.receipt], settings)
     except BadInput as err:
         return ApproximationOutcome(f"no approximate update: {err}", error=str(err))
-    if update is None:
-        return ApproximationOutcome("no approximate update: no served adapter was trained on the records")
-    registered = publish(ctx.ws, ctx.registry, update.version, [], parent=current, approximation=update.approximation)
-    return ApproximationOutcome("APPROXIMATE influence update; the exact path follows", registered,
-                                {cid: s.report() for cid, s in update.solutions.items()})
+    reason = ready() if ready is not None else None
+    if reason is not None:
+        return ApproximationOutcome(f"no approximate update: {reason}", error=reason)
+    with model_lock(ctx.ws, pending.model):
+        newest = settle(ctx, pending.model)
+        reason = influence.moved_on(ctx.ws, update, newest)
+        if reason is not None:
+            return ApproximationOutcome(f"no approximate update: {reason}", error=reason)
+        version = influence.build(ctx.ws, update, newest)
+        registered = publish(ctx.ws, ctx.registry, version.version, [], parent=newest,
+                             approximation=version.approximation)
+    return ApproximationOutcome("APPROXIMATE influence update; the exact path supersedes it", registered,
+                                {cid: s.report() for cid, s in version.solutions.items()})
 
 
 def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> ExclusionOutcome:
