@@ -76,8 +76,8 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
 
     `receipts` are the erasures handled by this version; earlier ones come from the parent's
     certificate, less an `approximation`'s own requests (its parent may be their exclusion, and
-    its updated adapters still hold their records). `actions` maps component id -> trained|kept|retrained|deactivated (default:
-    trained for a first version, kept otherwise).
+    its updated adapters still hold their records). `actions` maps component id ->
+    trained|kept|retrained|deactivated (default: trained for a first version, kept otherwise).
     """
     bundle = bundle_dir(ws, version.name, version.version)
     if (bundle / ENVELOPE_FILE).exists():
