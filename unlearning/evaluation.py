@@ -1,4 +1,5 @@
-"""TALLRec evaluation: AUC and accuracy of P(Yes) on held-out subjects, beside a trivial baseline.
+"""TALLRec evaluation: AUC and accuracy of P(Yes) on held-out subjects, beside a trivial baseline;
+and the forgetting measures of an approximate update (membership inference, gap to the exact model).
 
 The baseline scores each sample by the share of liked movies in its history. On MovieLens
 that signal alone reaches an AUC around 0.8, so it is always reported next to the model's
@@ -7,6 +8,7 @@ AUC: a model is only learning something if it beats it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -51,3 +53,24 @@ def evaluate(version: ModelVersion, records: Sequence[Record], progress: Progres
     p_yes = Predictor(version).p_yes([r.prompt for r in scored], progress) if scored else []
     labels = [int(r.answer == "Yes") for r in scored]
     return metrics(labels, p_yes, [history_positivity(r.prompt) for r in scored])
+
+
+def gap_closed(original: Sequence[float], approximate: Sequence[float], exact: Sequence[float]) -> float | None:
+    """The share of the distance from the original to the exact model's P(Yes) (L2 over the
+    records) that the approximate model removed: 1 = exact, 0 = no closer, < 0 = further away
+    (an overshoot past the exact model counts against it). None when there is no gap."""
+    gap = math.dist(original, exact)
+    return None if gap == 0 else 1 - math.dist(approximate, exact) / gap
+
+
+def mia_auc(member_p: Sequence[float], members: Sequence[Record], outsider_p: Sequence[float],
+            outsiders: Sequence[Record]) -> float | None:
+    """Loss-based membership inference: the AUC of -loss telling members from outsiders
+    (0.5: members look unseen; 1: every member has the lower loss)."""
+    scores = [-x for x in _losses(member_p, members) + _losses(outsider_p, outsiders)]
+    return metrics([1] * len(members) + [0] * len(outsiders), scores, [None]).auc
+
+
+def _losses(p_yes: Sequence[float], records: Sequence[Record]) -> list[float]:
+    """-log P(answer) over {Yes, No}, per record."""
+    return [-math.log(max(p if r.answer == "Yes" else 1 - p, 1e-12)) for p, r in zip(p_yes, records, strict=True)]

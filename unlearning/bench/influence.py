@@ -16,7 +16,6 @@ unseen; higher: the model still remembers them).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,7 +24,7 @@ from ledger.errors import BadInput
 from unlearning.data.movielens import _LIKED, history_positivity
 from unlearning.data.partition import training_order
 from unlearning.data.records import Record
-from unlearning.evaluation import metrics
+from unlearning.evaluation import gap_closed, metrics, mia_auc
 from unlearning.methods.base import samples_for
 from unlearning.methods.influence.solver import SolverSettings, influence_update
 from unlearning.training.base_models import load_base
@@ -112,27 +111,6 @@ def run_influence_benchmark(train: Sequence[Record], test: Sequence[Record], con
         rows.append(row(f"influence-{settings.solver}", updated, solution.seconds, solver=settings.to_json(),
                         relative_residual=solution.relative_residual, hvp_examples=solution.hvp_examples))
     return rows
-
-
-def gap_closed(original: Sequence[float], approximate: Sequence[float], exact: Sequence[float]) -> float | None:
-    """The share of the distance from the original to the exact model's P(Yes) (L2 over the
-    records) that the approximate model removed: 1 = exact, 0 = no closer, < 0 = further away
-    (an overshoot past the exact model counts against it). None when there is no gap."""
-    gap = math.dist(original, exact)
-    return None if gap == 0 else 1 - math.dist(approximate, exact) / gap
-
-
-def mia_auc(member_p: Sequence[float], members: Sequence[Record], outsider_p: Sequence[float],
-            outsiders: Sequence[Record]) -> float | None:
-    """Loss-based membership inference: the AUC of -loss telling members from outsiders
-    (0.5: members look unseen; 1: every member has the lower loss)."""
-    scores = [-x for x in _losses(member_p, members) + _losses(outsider_p, outsiders)]
-    return metrics([1] * len(members) + [0] * len(outsiders), scores, [None]).auc
-
-
-def _losses(p_yes: Sequence[float], records: Sequence[Record]) -> list[float]:
-    """-log P(answer) over {Yes, No}, per record."""
-    return [-math.log(max(p if r.answer == "Yes" else 1 - p, 1e-12)) for p, r in zip(p_yes, records, strict=True)]
 
 
 def _mean_abs(a: Sequence[float], b: Sequence[float]) -> float:

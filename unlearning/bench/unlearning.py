@@ -57,11 +57,12 @@ from ledger.errors import BadInput
 from ledger.workspace import Workspace
 from unlearning.bench import protocol
 from unlearning.bench.forget import PARTITION_KEY, bench_workspace
-from unlearning.bench.influence import CORRUPTIONS, gap_closed, mia_auc, run_influence_benchmark
+from unlearning.bench.influence import CORRUPTIONS, run_influence_benchmark
 from unlearning.bench.protocol import BenchData
 from unlearning.data import movielens
 from unlearning.data.partition import Partition, training_order
 from unlearning.data.records import Record, RecordStore
+from unlearning.evaluation import gap_closed, metrics, mia_auc
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.affected import affected_components
 from unlearning.operations.exclude import exclude
@@ -368,7 +369,6 @@ class _Scorer:
 
     def zero_shot(self, config: TrainConfig) -> dict:
         """Metrics of the base model alone (LoRA B starts at zero: the initial adapter is a no-op)."""
-        from unlearning.evaluation import metrics
         from unlearning.operations.build import engine_for
 
         engine = engine_for(config)
@@ -658,8 +658,6 @@ class UnlearningBenchmark:
              **values: object) -> None:
         """One result row. `original`: the forget set's P(Yes) under the adapter as trained (the
         approximate path's rows: the gap to the exact retrain is measured from there)."""
-        from unlearning.evaluation import metrics
-
         p_yes = scorer.p_yes(version) if p_yes is None else p_yes
         evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
         if workload == "train":
