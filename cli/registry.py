@@ -15,14 +15,17 @@ JSON_OUT = typer.Option(False, "--json", help="Print JSON.")
 APPROXIMATE = typer.Option(False, "--approximate", help="Also publish an APPROXIMATE influence-function update "
                            "(retrain and sisa models), after the exclusion; the retrain supersedes it. Here the "
                            "retrain starts after the solve; `erasure serve` solves beside the exact path.")
-SOLVER = typer.Option("cg", "--solver", help="Approximate updates: cg (conjugate gradients, default) or adam "
-                      "(the LLMEraser paper's: mini-batch products).")
+SOLVER = typer.Option("direct", "--solver", help="Approximate updates: direct (closed form of the factored Fisher, "
+                      "default), cg (conjugate gradients; any curvature) or adam (the LLMEraser paper's: mini-batch "
+                      "products; ggn or hessian).")
 SOLVER_STEPS = typer.Option(50, "--solver-steps", min=1, help="Approximate updates: at most this many CG products, "
-                            "or Adam steps.")
+                            "or Adam steps (direct takes none).")
 DAMPING = typer.Option(None, "--damping", min=0.0, help="Approximate updates: lambda in (C + lambda I) delta = b "
                        "[default: a tenth of the curvature along b].")
-CURVATURE = typer.Option("ggn", "--curvature", help="Approximate updates: ggn (Gauss-Newton, positive semi-definite: "
-                         "the solve converges) or hessian (exact, often indefinite away from a minimum).")
+CURVATURE = typer.Option("fisher", "--curvature", help="Approximate updates: fisher (the Gauss-Newton matrix as "
+                         "per-token gradient columns: exact over the two most likely answer tokens, sampled over the "
+                         "rest; default), ggn (the Gauss-Newton matrix as a matrix-free product, for cg) or hessian "
+                         "(exact, often indefinite away from a minimum). fisher and ggn are positive semi-definite.")
 
 
 def approximate_settings(solver: str, steps: int, damping: float | None, curvature: str):  # type: ignore[no-untyped-def]
