@@ -90,6 +90,19 @@ def rectify(
     _report(name, result, "replaced", as_json)
 
 
+def measured_lines(updated: dict) -> list[str]:
+    """Per updated component, what the update did to its old records and held-out records."""
+    lines = []
+    for cid, report in updated.items():
+        m = report.get("measured")
+        if m:
+            lines.append(f"{cid}: old records' P(Yes) {m['oldPYesOriginal']} -> {m['oldPYesUpdated']}, "
+                         f"membership-inference AUC {m['miaAucOriginal']} -> {m['miaAucUpdated']} (0.5: unseen), "
+                         f"held-out AUC {m['heldOutAucOriginal']} -> {m['heldOutAucUpdated']} "
+                         f"({m['oldRecords']} old, {m['heldOutRecords']} held-out records)")
+    return lines
+
+
 def _report(name: str, result, what: str, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     if as_json:
         print_json(result.to_json())
@@ -99,6 +112,8 @@ def _report(name: str, result, what: str, as_json: bool) -> None:  # type: ignor
         residuals = ", ".join(f"{cid} residual {r['relativeResidual']}" for cid, r in result.approximation.items())
         typer.echo(f"approximate version models:/{name}/{result.approximate_version} APPROXIMATE, no alias "
                    f"({residuals}; {result.timings['approximate_s']:.1f} s)")
+        for line in measured_lines(result.approximation):
+            typer.echo(f"  {line}")
     if result.approximate_error is not None:
         typer.echo(f"approximate update not published: {result.approximate_error}")
     if result.excluded_version is not None:
@@ -133,6 +148,8 @@ def verify(
         typer.echo(f"{'verified' if result.verified else 'NOT VERIFIED'}: claim {result.claim or '-'}")
         if result.claim == "APPROXIMATE":
             typer.echo(f"APPROXIMATE: {result.predicate.approximation.get('doesNotGuarantee', '')}")
+            for line in measured_lines(result.predicate.approximation.get("updated", {})):
+                typer.echo(f"measured when made: {line}")
     if not result.verified:
         failed = next((c for c in result.checks if not c.ok), None)
         if failed is not None:

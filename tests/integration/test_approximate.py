@@ -34,8 +34,8 @@ from unlearning.versions.store import ModelStore
 pytestmark = pytest.mark.services
 runner = CliRunner()
 TINY = ["--base", "tiny", "--lr", "0.01", "--batch-size", "4", "--epochs", "1", "--seed", "3", "--threads", "1"]
-# The defaults (CG on the Gauss-Newton curvature, damping from its scale) publish: the Hessian of
-# this one-epoch adapter has eigenvalues down to about -6, the Gauss-Newton matrix has none below 0.
+# The defaults (the factored Fisher, solved in closed form, damping from its scale) publish: the
+# Hessian of this one-epoch adapter has eigenvalues down to about -6, the Fisher has none below 0.
 
 
 def run(*args: str):
@@ -105,6 +105,7 @@ def test_approximate_version_is_flagged_refused_and_superseded(workspace: Worksp
             "aliases"} <= {c["check"] for c in report["checks"]}
     text = run("verify", f"models:/{name}/{approx.version}")
     assert text.exit_code == 0 and "claim APPROXIMATE" in text.stdout and "not shown to be free" in text.stdout
+    assert "measured when made: shard1-slice1: old records' P(Yes)" in text.stdout
 
     predicate = certified_predicate(bundle_dir(ws, name, update.version.version), ws)
     assert predicate.claim == "APPROXIMATE" and predicate.erasures == []  # no non-membership claimed for them
@@ -113,6 +114,14 @@ def test_approximate_version_is_flagged_refused_and_superseded(workspace: Worksp
     assert predicate.removed == update.left_out  # an unserved checkpoint that saw the records is left out
     assert predicate.approximation["requests"][0]["requestId"] == "approx-request"
     assert float(predicate.approximation["updated"]["shard1-slice1"]["relativeResidual"]) < SolverSettings().tolerance
+    # what the update did, measured when it was made: the old records' P(Yes) moved, and their
+    # membership-inference AUC against held-out records, before and after
+    measured = predicate.approximation["updated"]["shard1-slice1"]["measured"]
+    assert measured["oldRecords"] == len(held) and measured["heldOutRecords"] > 0
+    assert measured["oldPYesOriginal"] != measured["oldPYesUpdated"]
+    assert all(0 <= float(measured[f"miaAuc{s}"]) <= 1 for s in ("Original", "Updated"))
+    assert "cannot be measured here" in predicate.approximation["measuredDefinition"]
+    assert "Fisher" in predicate.approximation["method"]
 
     refused = run("pull", f"models:/{name}/{approx.version}", "--dest", str(tmp_path / "refused"))
     assert refused.exit_code == 1 and "--allow-approximate" in refused.stderr

@@ -44,9 +44,13 @@ from ledger.errors import BadInput
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from unlearning import methods
+from unlearning.data.partition import training_order
 from unlearning.data.records import Record, RecordStore, StoredRecord
 from unlearning.methods.base import ComponentSpec
-from unlearning.methods.influence.solver import Solution, SolverSettings, influence_update
+from unlearning.methods.influence.quality import HELD_OUT, measure
+from unlearning.methods.influence.solver import (
+    CURVATURE_NAMES, Solution, SolverSettings, examples_read, influence_update,
+)
 from unlearning.operations.receive import Receipt
 from unlearning.training.engine import environment
 from unlearning.versions.store import Component, ModelStore, ModelVersion
@@ -55,6 +59,13 @@ if TYPE_CHECKING:
     from unlearning.training.checkpoint import TrainingState
 
 INFLUENCE_UPDATE = "influence_update"
+MEASURED = (
+    f"per updated adapter, under the adapter as trained (Original) and as updated (Updated): the old records' mean "
+    f"P(Yes); the AUC of P(Yes) on up to {HELD_OUT} held-out records (test split, else validation; drawn by the "
+    "solver's seed); and the loss-based membership-inference AUC of the old records against those held-out records "
+    "(0.5: the old records look unseen). The gap to the exact retrain cannot be measured here (it is made after the "
+    "old records are shredded): erasure bench unlearning measures it."
+)
 NOT_GUARANTEED = (
     "The weights are not shown to be free of the old records' influence: they are an adapter trained on "
     "those records, moved by a first-order influence-function estimate (damped Hessian of a non-convex "
@@ -118,6 +129,7 @@ class Solved:
     weights: dict[str, dict]  # per updated component: the moved adapter
     lora_config: Any
     environment: dict = field(default_factory=dict)
+    measured: dict[str, dict] = field(default_factory=dict)  # per updated component: `quality.measure`
 
 
 @dataclass
@@ -171,23 +183,33 @@ def solve(ws: Workspace, held: Held, old: Sequence[StoredRecord], new: Sequence[
     version = held.version
     engine = engine_for(version.config, expected_base=version.meta.base)
     corrected = {r.record_id: r for r in new}
-    solutions, trained_sets, weights = {}, {}, {}
+    solutions, trained_sets, weights, measured = {}, {}, {}, {}
     with RecordStore.open(ws) as store:
         retained = store.records("train")
-        with stored_prefixes(engine, store, dict(zip((r.commitment for r in retained), engine.encode(retained),
+        held_out = _held_out(store, settings.seed)
+        inputs = {}
+        for cid, adapter in held.adapters.items():
+            trained = _training_set(adapter, retained, old)
+            if len(trained) != adapter.component.manifest_size:
+                raise BadInput(f"{_missing(adapter, trained)}; the curvature needs them all: run the exact path "
+                               "alone (drop --approximate)")
+            inputs[cid] = (trained, engine.encode(trained))
+        # the stored prefix states of what the solves read (the curvature sample, or all for Adam)
+        # and of the held-out records; any other state is computed when asked for
+        read = {e.record_id: e for _, examples in inputs.values() for e in examples_read(examples, settings)}
+        wanted = [r for r in retained if r.record_id in read] + held_out
+        with stored_prefixes(engine, store, dict(zip((r.commitment for r in wanted), engine.encode(wanted),
                                                      strict=True))):
             for cid, adapter in held.adapters.items():
-                trained = _training_set(adapter, retained, old)
-                if len(trained) != adapter.component.manifest_size:
-                    raise BadInput(f"{_missing(adapter, trained)}; the Hessian needs them all: run the exact path "
-                                   "alone (drop --approximate)")
+                trained, examples = inputs[cid]
                 here = [r for r in old if r.commitment in adapter.leaves]
                 lora = adapter.state.lora
                 fixed = [corrected[r.record_id] for r in here if r.record_id in corrected]
-                solutions[cid] = influence_update(engine, lora, engine.encode(trained), engine.encode(here),
+                solutions[cid] = influence_update(engine, lora, examples, engine.encode(here),
                                                   engine.encode(fixed), settings)
                 trained_sets[cid] = trained
                 weights[cid] = {k: lora[k] + solutions[cid].delta[k] for k in lora}
+                measured[cid] = measure(engine, lora, weights[cid], here, held_out)
     worst = max(solutions.values(), key=lambda s: s.relative_residual)
     if worst.relative_residual > settings.max_residual:
         raise BadInput(f"the {settings.solver} solver stopped at relative residual {worst.relative_residual:.2e} "
@@ -195,7 +217,7 @@ def solve(ws: Workspace, held: Held, old: Sequence[StoredRecord], new: Sequence[
                        f"{worst.damping:.3g}: no approximate version; give --solver-steps {4 * settings.steps} or "
                        f"--damping {10 * worst.damping:.3g}")
     return Solved(held, list(old), list(new), receipts, settings, solutions, trained_sets, weights,
-                  engine.lora_config, environment(engine.config))
+                  engine.lora_config, environment(engine.config), measured)
 
 
 def moved_on(ws: Workspace, update: Solved, newest: ModelVersion) -> str | None:
@@ -258,21 +280,31 @@ def build(ws: Workspace, update: Solved, onto: ModelVersion) -> ApproximateVersi
     solutions, settings, receipts = update.solutions, update.settings, update.receipts
     return ApproximateVersion(approximate, solutions, left_out, {
         "method": f"influence function (LLMEraser-style): delta = (C + damping I)^-1 b at the trained adapter, "
-                  f"C its {'Gauss-Newton matrix' if settings.curvature == 'ggn' else 'Hessian'}",
+                  f"C its {CURVATURE_NAMES[settings.curvature]} ({settings.solver} solver)",
         "operation": "rectification" if update.new else "removal",
         "requests": [{"requestId": r.request_id, "ledgerIndex": r.ledger_index, "commitments": list(r.commitments)}
                      for r in receipts],
-        "updated": {cid: {"fromWeightsSha256": held.served[cid], **s.report()}
+        "updated": {cid: {"fromWeightsSha256": held.served[cid], **s.report(), "measured": update.measured.get(cid)}
                     for cid, s in solutions.items()},
+        "measuredDefinition": MEASURED,
         "leftOut": left_out,
         "doesNotGuarantee": NOT_GUARANTEED,
     })
 
 
+def _held_out(store: RecordStore, seed: int) -> list[StoredRecord]:
+    """Up to HELD_OUT records no model trained on (test split, else validation), drawn by the seed."""
+    for split in ("test", "valid"):
+        records = [r for r in store.records(split) if r.answer in ("Yes", "No")]
+        if records:
+            return training_order(seed, "approximate/held-out", records)[:HELD_OUT]
+    return []
+
+
 def _training_set(adapter: Adapter, retained: Sequence[StoredRecord],
                   old: Sequence[StoredRecord]) -> list[StoredRecord]:
     """The adapter's training records as trained: the retained ones of its manifest plus the
-    old ones (held in memory only). The Hessian needs all of them: fewer than the manifest's
+    old ones (held in memory only). The curvature needs all of them: fewer than the manifest's
     size means some were erased (`_missing`)."""
     return sorted([r for r in retained if r.commitment in adapter.leaves]
                   + [r for r in old if r.commitment in adapter.leaves], key=lambda r: r.record_id)

@@ -60,7 +60,7 @@ class RestoreOutcome:
 class ApproximationOutcome:
     reason: str  # logged in `request_approximated`
     registered: RegisteredVersion | None = None
-    report: dict = field(default_factory=dict)  # per updated component: the solver's report
+    report: dict = field(default_factory=dict)  # per updated component: the solver's report and `measured`
     error: str | None = None  # why nothing was published
 
 
@@ -170,7 +170,7 @@ def _approximate(ctx: Context, pending: PendingUpdate, settings: SolverSettings,
         registered = publish(ctx.ws, ctx.registry, version.version, [], parent=newest,
                              approximation=version.approximation)
     return ApproximationOutcome("APPROXIMATE influence update; the exact path supersedes it", registered,
-                                {cid: s.report() for cid, s in version.solutions.items()})
+                                version.approximation["updated"])
 
 
 def exclude_requests(ctx: Context, model: str, request_ids: list[str]) -> ExclusionOutcome:

@@ -67,9 +67,9 @@ from ledger.errors import BadInput
 from unlearning.training.engine import Engine, Example
 
 SOLVERS = ("direct", "cg", "adam")
-_CURVATURE_NAMES = {"fisher": "Fisher (Gauss-Newton) matrix",
+CURVATURE_NAMES = {"fisher": "Fisher (Gauss-Newton) matrix",
                     "ggn": "Gauss-Newton matrix", "hessian": "Hessian"}
-CURVATURES = tuple(_CURVATURE_NAMES)
+CURVATURES = tuple(CURVATURE_NAMES)
 DAMPING_RATIO = 0.1  # damping=None: λ = DAMPING_RATIO × bᵀCb / bᵀb
 
 
@@ -131,7 +131,7 @@ class Solution:
         return {
             "solver": self.settings.to_json(),
             "relativeResidual": f"{self.relative_residual:.3e}",
-            "residualDefinition": (f"||(C + damping I) delta - b|| / ||b||, C the {_CURVATURE_NAMES[self.settings.curvature]} "
+            "residualDefinition": (f"||(C + damping I) delta - b|| / ||b||, C the {CURVATURE_NAMES[self.settings.curvature]} "
                                    + (f" over the {self.settings.fisher_tokens} most likely tokens per answer position"
                                       if self.settings.curvature == "fisher" else "")
                                    + f", averaged over {self.curvature_examples} of the {self.trained} trained examples"),
@@ -338,7 +338,7 @@ def solve_cg(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.T
         curvature = p @ cp
         if not curvature > 0:
             raise BadInput(f"conjugate gradients met negative curvature (pᵀ(C+λI)p = {float(curvature):.2e}): "
-                           f"the damped {_CURVATURE_NAMES[q.curvature]} is not positive definite; use the default "
+                           f"the damped {CURVATURE_NAMES[q.curvature]} is not positive definite; use the default "
                            f"curvature ggn, or raise the damping above {q.damping:.3g}")
         alpha = rr / curvature
         delta += alpha * p
@@ -361,11 +361,17 @@ def curvature_sample(trained: Sequence[Example], settings: SolverSettings) -> li
     return [trained[i] for i in chosen]
 
 
+def examples_read(trained: Sequence[Example], settings: SolverSettings) -> list[Example]:
+    """The training examples a solve passes through the model: the curvature sample (cg,
+    direct), or all of them (Adam draws its mini-batches from the whole set)."""
+    return list(trained) if settings.solver == "adam" else curvature_sample(trained, settings)
+
+
 def auto_damping(q: Quadratic, b: torch.Tensor) -> float:
     """DAMPING_RATIO × bᵀCb / bᵀb: a tenth of the curvature along b (one product)."""
     along = float(b @ (q.product(b) - q.damping * b) / (b @ b))
     if not along > 0:
-        raise BadInput(f"the {_CURVATURE_NAMES[q.curvature]} has no positive curvature along b ({along:.2e}): "
+        raise BadInput(f"the {CURVATURE_NAMES[q.curvature]} has no positive curvature along b ({along:.2e}): "
                        "give --damping explicitly, or use the default curvature ggn")
     return DAMPING_RATIO * along
 
