@@ -108,6 +108,9 @@ def _report(name: str, result, what: str, as_json: bool) -> None:  # type: ignor
         print_json(result.to_json())
         return
     typer.echo(f"request {result.request_id}: {result.commitments} records {what}")
+    if result.excluded_version is not None:  # in the order they were made
+        typer.echo(f"excluded version  models:/{name}/{result.excluded_version} certified "
+                   f"({result.timings['excluded_s']:.1f} s)")
     if result.approximate_version is not None:
         residuals = ", ".join(f"{cid} residual {r['relativeResidual']}" for cid, r in result.approximation.items())
         typer.echo(f"approximate version models:/{name}/{result.approximate_version} APPROXIMATE, no alias "
@@ -116,9 +119,6 @@ def _report(name: str, result, what: str, as_json: bool) -> None:  # type: ignor
             typer.echo(f"  {line}")
     if result.approximate_error is not None:
         typer.echo(f"approximate update not published: {result.approximate_error}")
-    if result.excluded_version is not None:
-        typer.echo(f"excluded version  models:/{name}/{result.excluded_version} certified "
-                   f"({result.timings['excluded_s']:.1f} s)")
     if result.restored_version is not None:
         typer.echo(f"restored version  models:/{name}/{result.restored_version} certified "
                    f"({result.timings['restored_s']:.1f} s)")

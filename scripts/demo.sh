@@ -2,7 +2,9 @@
 # The main job end to end on the packaged model and data: local Kafka + MLflow, keys, ingest
 # MovieLens-100K, train a sharded SmolLM2 adapter (certified and registered), send an erasure
 # request through Kafka to the planner and executor, follow it to a certified restored version,
-# verify and pull it as an auditor and a consumer would, check the ledger, and stop everything.
+# erase a second subject with `erasure forget --approximate` (exclusion, an APPROXIMATE influence
+# update, then the exact retrain that supersedes it), verify and pull it as an auditor and a
+# consumer would, check the ledger, and stop everything.
 # Runs in its own workspace (.erasure-demo, recreated each run) and stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,10 @@ for _ in $(seq 1 360); do
 done
 run status "$REQUEST"
 if [ "$STAGE" != "restored" ]; then echo "request ended in stage '$STAGE'; serve log:"; tail -20 "$ERASURE_HOME/serve.log"; exit 1; fi
+
+SECOND=$("$ERASURE" data subjects --split train --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[1])')
+say "Erase subject $SECOND synchronously, with an APPROXIMATE influence update before the retrain"
+run forget "$MODEL" --subject "$SECOND" --approximate
 
 say "An auditor verifies the certified version with nothing but the trust file and the ledger"
 run verify "models:/$MODEL@certified" --trust "$ERASURE_HOME/trust.json" --state "$ERASURE_HOME/auditor"
