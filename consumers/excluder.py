@@ -8,6 +8,10 @@ committed, so every request gets a certificate naming it within seconds, also wh
 exclusion already removed its shard. When no shard would be left to serve, the registered
 versions holding the records are purged and the retrain restores service.
 
+An exclusion that fails for good fails the unit: the consumer loop retries its jobs one by one
+and sends those that fail again to the jobs DLQ, their requests `failed`
+(`stages.dead_letter_jobs`); the retrain still restores them.
+
 Exclusions run apart from planning so that planning throughput never waits for the registry,
 and one exclusion covers everything planned meanwhile. They go ahead of retrains on the model
 lock; executors retrain a shard only once its requests' exclusion is logged.
@@ -16,7 +20,7 @@ lock; executors retrain a shard only once its requests' exclusion is logged.
 from __future__ import annotations
 
 from consumers import stages
-from consumers.loop import Batching, is_transient
+from consumers.loop import Batching
 from consumers.stages import Outbox
 from consumers.topics import Topics
 from unlearning.operations.context import Context
@@ -32,17 +36,16 @@ class Excluder(Batching):
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
-        jobs = stages.parse_jobs(unit)
+        jobs = stages.parse_jobs(unit, outbox)
         for model in sorted({job.model for job in jobs}):
             request_ids = list(dict.fromkeys(r for job in jobs if job.model == model for r in job.request_ids))
-            try:
-                outcome = exclude_requests(self.ctx, model, request_ids).outcome
-            except Exception as err:
-                if is_transient(err):
-                    raise
-                outcome = f"failed: {type(err).__name__}: {err}"
-                stages.fail(self.ctx.ws, request_ids, model, outcome, outbox)
+            outcome = exclude_requests(self.ctx, model, request_ids).outcome
             stages.excluded_events(self.ctx.ws, model, request_ids, outbox)  # also those a redelivery finds done
             outbox.lines.extend(f"job {job.job_id} ({model}/{job.shard}, {len(job.request_ids)} requests): {outcome}"
                                 for job in jobs if job.model == model)
+        return outbox
+
+    def dead_letter(self, records: list, reason: str) -> Outbox:
+        outbox = Outbox(self.topics)
+        stages.dead_letter_jobs(self.ctx.ws, records, reason, outbox)
         return outbox

@@ -9,7 +9,9 @@ serves without the records (an earlier coalesced retrain covered it) needs no re
 its ledger entries.
 
 A retrain waits until its requests' exclusion is logged (`ExclusionPending`, retried): the fast
-path goes first and the retrain never races it.
+path goes first and the retrain never races it. A job that cannot succeed (the consumer loop's
+rules: a permanent error, or transient ones past the retry budget) goes to the jobs DLQ and its
+requests get `request_failed` and a `failed` event (`stages.dead_letter_jobs`).
 
 Exactly once: the restore is announced in the model's journal before it starts; a process
 killed during the retrain leaves no version (the draft is discarded) and the redelivered job
@@ -24,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 
 from consumers import stages
-from consumers.loop import is_transient
 from consumers.stages import Outbox
 from consumers.topics import Topics
 from ledger.errors import BadInput
@@ -75,19 +76,18 @@ class Executor:
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
-        jobs = stages.parse_jobs(unit)  # a unit of malformed jobs has none: nothing to do
+        jobs = stages.parse_jobs(unit, outbox)  # a unit of malformed jobs has none: only their DLQ copies
         if not jobs:
             return outbox
         model, shard = jobs[0].model, jobs[0].shard
         request_ids = list(dict.fromkeys(r for job in jobs for r in job.request_ids))
-        try:
-            outcome = restore_requests(self.ctx, model, [shard], request_ids, [job.job_id for job in jobs]).outcome
-        except Exception as err:
-            if is_transient(err):
-                raise
-            outcome = f"failed: {type(err).__name__}: {err}"
-            stages.fail(self.ctx.ws, request_ids, model, outcome, outbox)
+        outcome = restore_requests(self.ctx, model, [shard], request_ids, [job.job_id for job in jobs]).outcome
         stages.restored_events(self.ctx.ws, model, request_ids, outbox)
         outbox.lines.extend(f"job {job.job_id} ({model}/{shard}, {len(job.request_ids)} requests): {outcome}"
                             for job in jobs)
+        return outbox
+
+    def dead_letter(self, records: list, reason: str) -> Outbox:
+        outbox = Outbox(self.topics)
+        stages.dead_letter_jobs(self.ctx.ws, records, reason, outbox)
         return outbox

@@ -10,8 +10,23 @@
   took later messages of a partition never commits past an earlier one still waiting.
 - A rebalance while a unit runs: the unit finishes (its ledger effects stand) but commits no
   offsets; the partitions' owner gets the messages again and finds the work done.
-- A unit that fails with a transient error (Kafka, MLflow, a busy database) is retried with
-  backoff; handlers turn every other error into `failed` outcomes themselves.
+- Failures (`is_transient` classifies them). A unit whose handler fails with a transient error
+  (Kafka, MLflow, the registry or a database unavailable: `ServiceError`, `KafkaError`,
+  `sqlite3.OperationalError`, `ConnectionError`, `TimeoutError`) is retried with backoff (1 s,
+  doubling, at most 30 s) up to `retries` times (RETRIES = 30 by default: about 13 minutes);
+  an error that says when to come back (`retry_after_s`: an executor waiting for an exclusion)
+  is a wait, not a failure, and does not count. Any other error is permanent: null values,
+  oversized or undecodable messages (the handlers' parsing turns those into DLQ copies without
+  failing the unit), bugs, corrupt state. A unit that fails for good (a permanent error, or
+  a transient one past the budget) is isolated: a unit of several messages is retried message by
+  message, in order, before anything else (after a permanent error each with the full budget,
+  after the budget ran out with one try each), so its valid messages are still handled; a single
+  message that fails for good goes to the handler's `dead_letter` (the planner: the requests
+  DLQ, `request_rejected` and a `rejected` event; the excluder and executors: the jobs DLQ,
+  `request_failed` and a `failed` event), whose outbox commits the message's offset in the same
+  transaction, and the loop moves on.
+- A failed Kafka transaction (the broker away) is retried with the same backoff and no budget:
+  a DLQ needs the broker too, and the handler's work is already durable.
 """
 
 from __future__ import annotations
@@ -20,8 +35,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from consumers.stages import Outbox
@@ -30,7 +47,9 @@ from ledger.errors import ErasureError, ServiceError
 log = logging.getLogger("erasure.serve")
 
 POLL_MS = 200
+BACKOFF_S = 1.0  # the first retry's delay; doubling up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 30.0
+RETRIES = 30  # transient failures of a unit's handler before it fails for good: 1+2+4+8+16+25*30 s, ~13 min
 
 
 class ProducerLost(ErasureError):
@@ -38,10 +57,27 @@ class ProducerLost(ErasureError):
 
 
 def is_transient(err: BaseException) -> bool:
-    """Errors that go away by waiting: retry the unit instead of failing its requests."""
+    """Errors that go away by waiting (a broker, the registry or a database unavailable): retry
+    the unit; any other error is permanent."""
     from kafka.errors import KafkaError
 
     return isinstance(err, (ServiceError, KafkaError, sqlite3.OperationalError, ConnectionError, TimeoutError))
+
+
+def failure_reason(err: BaseException, retries: int | None = None) -> str:
+    """One line for a DLQ header and the ledger: the error, and the retries spent on it if any."""
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if retries is None else f"still failing after {retries} retries: {text}"
+
+
+@dataclass(frozen=True)
+class _Unit:
+    records: list
+    failures: int = 0  # transient failures of the handler: the retry budget
+    tries: int = 0  # failures of any kind in a row: the backoff
+    not_before: float = 0.0
+    reason: str | None = None  # set: the records failed for good, dead-letter them with this reason
 
 
 class Handler(Protocol):
@@ -55,6 +91,9 @@ class Handler(Protocol):
 
     def handle(self, unit: list) -> Outbox:
         """Do the work (in the worker thread); effects durable in the ledger before returning."""
+
+    def dead_letter(self, records: list, reason: str) -> Outbox:
+        """Messages that failed for good: their DLQ copies and outcomes (in the worker thread)."""
 
     def forget(self, partitions: set) -> None:
         """Drop buffered records of partitions this consumer no longer owns."""
@@ -79,14 +118,17 @@ class Batching:
 
 
 class ConsumerLoop:
-    def __init__(self, handler: Handler, consumer, producer, topic: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, handler: Handler, consumer, producer, topic: str,  # type: ignore[no-untyped-def]
+                 retries: int = RETRIES) -> None:
+        """`retries`: transient failures of a unit's handler before it fails for good."""
         self.handler, self.consumer, self.producer, self.topic = handler, consumer, producer, topic
+        self.retries = retries
         self._pending: dict = {}  # partition -> offsets taken and not yet handled
         self._seen: dict = {}  # partition -> highest offset taken
         self._rebalances = 0
         self.assigned: frozenset = frozenset()  # partitions this consumer owns now
-        self._inflight: tuple[list, Future, int, int, float] | None = None  # unit, result, rebalances, attempt, start
-        self._retry: tuple[list, float, int] | None = None  # unit, not before, attempt
+        self._inflight: tuple[_Unit, Future, int, float] | None = None  # unit, result, rebalances, start
+        self._queue: deque[_Unit] = deque()  # units to retry (or dead-letter) before new ones
 
     # rebalance listener (called inside poll(), on the loop's thread)
     def on_partitions_revoked(self, revoked: Iterable) -> None:
@@ -97,7 +139,7 @@ class ConsumerLoop:
         for tp in revoked:
             self._pending.pop(tp, None)
             self._seen.pop(tp, None)
-        self._retry = None  # its partition's new owner (maybe us again) gets the messages anew
+        self._queue.clear()  # its partition's new owner (maybe us again) gets the messages anew
 
     def on_partitions_assigned(self, assigned: Iterable) -> None:
         self.assigned = self.assigned | set(assigned)
@@ -140,50 +182,80 @@ class ConsumerLoop:
 
     def _dispatch(self) -> None:
         now = time.monotonic()
-        if self._retry is not None:
-            unit, not_before, attempt = self._retry
-            if now < not_before:
+        if self._queue:
+            if now < self._queue[0].not_before:
                 return
-            self._retry = None
+            unit = self._queue.popleft()
         else:
-            unit, attempt = self.handler.ready(now), 0
-            if not unit:
+            records = self.handler.ready(now)
+            if not records:
                 return
+            unit = _Unit(records)
         future: Future = Future()
 
         def work() -> None:
             try:
-                future.set_result(self.handler.handle(unit))
+                if unit.reason is None:
+                    future.set_result(self.handler.handle(unit.records))
+                else:
+                    future.set_result(self.handler.dead_letter(unit.records, unit.reason))
             except BaseException as err:  # noqa: BLE001 - handed to the loop thread
                 future.set_exception(err)
 
-        self.consumer.pause(*{_tp(r) for r in unit})
-        self._inflight = (unit, future, self._rebalances, attempt, time.monotonic())
+        self.consumer.pause(*{_tp(r) for r in unit.records})
+        self._inflight = (unit, future, self._rebalances, time.monotonic())
         # daemon: a forced shutdown must not wait for a retrain (its work is redone after restart)
         threading.Thread(target=work, name=f"{self.handler.name}-worker", daemon=True).start()
 
     def _complete(self) -> None:
-        unit, future, rebalances, attempt, started = self._inflight  # type: ignore[misc]
+        unit, future, rebalances, started = self._inflight  # type: ignore[misc]
         self._inflight = None
-        partitions = {_tp(r) for r in unit}
+        owned = rebalances == self._rebalances  # else the partitions' owner gets the messages anew
         try:
-            outbox = future.result()
-            self._commit(unit, outbox, rebalances == self._rebalances)
-            log.debug("%s: %d messages in %.2f s", self.handler.name, len(unit), time.monotonic() - started)
-        except ProducerLost:
-            raise
-        except Exception as err:  # noqa: BLE001 - every failure is retried: effects are idempotent
-            if not is_transient(err):
-                log.exception("%s: unexpected error, retrying", self.handler.name)
-            attempt += 1
-            # an error may say when to come back (an executor waiting for an exclusion)
-            delay = getattr(err, "retry_after_s", None) or min(MAX_BACKOFF_S, 0.5 * 2 ** attempt)
-            log.log(logging.DEBUG if hasattr(err, "retry_after_s") else logging.WARNING,
-                    "%s: %s: %s; retrying in %.1f s", self.handler.name, type(err).__name__, err, delay)
-            if rebalances == self._rebalances:
-                self._retry = (unit, time.monotonic() + delay, attempt)
+            try:
+                outbox = future.result()
+            except Exception as err:  # noqa: BLE001 - classified: retried, isolated or dead-lettered
+                if owned:
+                    self._failed(unit, err)
+                return
+            try:
+                self._commit(unit.records, outbox, owned)
+            except ProducerLost:
+                raise
+            except Exception as err:  # noqa: BLE001 - the transaction: retried without a budget
+                if owned:
+                    self._retry(err, replace(unit, tries=unit.tries + 1))
+                return
+            log.debug("%s: %d messages in %.2f s", self.handler.name, len(unit.records), time.monotonic() - started)
         finally:
-            self.consumer.resume(*(partitions & self.consumer.assignment()))
+            self.consumer.resume(*({_tp(r) for r in unit.records} & self.consumer.assignment()))
+
+    def _failed(self, unit: _Unit, err: Exception) -> None:
+        """A handler failed: retry the unit, split it, or dead-letter its one message."""
+        waiting = getattr(err, "retry_after_s", None) is not None
+        transient = is_transient(err)
+        failures = unit.failures + int(transient and not waiting)
+        if unit.reason is not None or waiting or (transient and failures <= self.retries):
+            if unit.reason is not None:  # dead-lettering must not fail: a bug, or the ledger away
+                log.exception("%s: sending to the DLQ failed", self.handler.name, exc_info=err)
+            self._retry(err, replace(unit, failures=failures, tries=unit.tries + 1))
+            return
+        if not transient:
+            log.error("%s: permanent error on %d messages: %s", self.handler.name, len(unit.records),
+                      failure_reason(err), exc_info=err)
+        if len(unit.records) > 1:  # isolate the bad message: one by one, in order, before anything else
+            again = 0 if not transient else self.retries
+            self._queue.extendleft(reversed([_Unit([r], failures=again) for r in unit.records]))
+            return
+        reason = failure_reason(err, self.retries if transient else None)
+        self._queue.appendleft(_Unit(unit.records, reason=reason))
+
+    def _retry(self, err: Exception, again: _Unit) -> None:
+        # an error may say when to come back (an executor waiting for an exclusion)
+        delay = getattr(err, "retry_after_s", None) or min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (again.tries - 1))
+        log.log(logging.DEBUG if hasattr(err, "retry_after_s") else logging.WARNING,
+                "%s: %s; retrying in %.1f s", self.handler.name, failure_reason(err), delay)
+        self._queue.appendleft(replace(again, not_before=time.monotonic() + delay))
 
     def _commit(self, unit: list, outbox: Outbox, owned: bool) -> None:
         """Send the unit's messages and commit its offsets in one transaction, then hand off

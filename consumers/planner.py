@@ -4,8 +4,10 @@ It handles whatever the last poll brought as one batch, in one ledger and one re
 transaction and one Kafka transaction (jobs, events, offsets), so planning costs a few
 milliseconds per request:
 
-1. parse: a bad message goes to the DLQ with the reason, gets a `request_rejected` entry and a
-   `rejected` event; a request for an unknown model or subject is rejected the same way (no DLQ);
+1. parse: a bad message (a null value, oversized, undecodable, not a valid request) goes to the
+   DLQ with the reason, gets a `request_rejected` entry and a `rejected` event; a request for an
+   unknown model or subject is rejected the same way (no DLQ). A message whose handling fails for
+   good (the consumer loop's rules) takes the same path (`dead_letter`);
 2. receive: log each request with its commitments and crypto-shred its records (`receive_many`);
    a rectification (v1.1 `rectify_record`) replaces the record's content under a new commitment
    and logs the old one, which the exact path then treats like an erased record (a correction
@@ -70,11 +72,8 @@ class Planner(Batching):
                 parsed.append((message, parse_request(message.value)))
                 handled.append(parsed[-1][1].request_id)
             except BadInput as err:
-                handled.append(_request_id_of(message))
-                rejected.append((handled[-1], str(err), message))
-                outbox.send(self.topics.dlq, message.key, message.value or b"", [
-                    ("erasure.reason", str(err).encode()),
-                    ("erasure.source", f"{message.topic}/{message.partition}/{message.offset}".encode())])
+                rejected.append(self._to_dlq(message, str(err), outbox))
+                handled.append(rejected[-1][0])
         models = self.ctx.models.names()
         valid = []
         for message, req in parsed:
@@ -103,6 +102,20 @@ class Planner(Batching):
         self._jobs(plans, outbox)
         outbox.lines.extend(f"request {rid}: {outbox.last[rid]}" for rid in handled)
         return outbox
+
+    def dead_letter(self, records: list, reason: str) -> Outbox:
+        """Messages whose handling failed for good (the consumer loop's rules): the DLQ, a
+        `request_rejected` entry and a `rejected` event each, as for bad input."""
+        outbox = Outbox(self.topics)
+        rejected = [self._to_dlq(message, reason, outbox) for message in records]
+        self._reject(rejected, outbox)
+        outbox.lines.extend(f"request {rid}: to the DLQ: {reason}" for rid, _, _ in rejected)
+        return outbox
+
+    def _to_dlq(self, message, reason: str, outbox: Outbox) -> tuple[str, str, object]:  # type: ignore[no-untyped-def]
+        """A DLQ copy of a message that is not a request; (its request id, reason, message) to reject."""
+        outbox.dead_letter(self.topics.dlq, message, reason)
+        return _request_id_of(message), reason, message
 
     def _held(self, requests: list[ErasureRequest]) -> dict[str, tuple[list, list]]:
         """Per approximate erasure: (its training records as stored, no replacements)."""
@@ -192,7 +205,7 @@ def _request_id_of(message) -> str:  # type: ignore[no-untyped-def]
 
     try:
         rid = json.loads(message.value).get("request_id")
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, RecursionError):  # null, not JSON, not an object
         rid = None
     if isinstance(rid, str) and 0 < len(rid) <= 256:
         return rid

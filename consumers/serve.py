@@ -22,7 +22,7 @@ from functools import partial
 from consumers.approximator import Approximator
 from consumers.excluder import Excluder
 from consumers.executor import Executor
-from consumers.loop import ConsumerLoop
+from consumers.loop import RETRIES, ConsumerLoop
 from consumers.planner import Planner
 from consumers.topics import Topics, ensure_topics
 from ledger.errors import ServiceError
@@ -51,6 +51,7 @@ class Service:
     bootstrap: str | None = None
     errors: list[BaseException] = field(default_factory=list)
     solver: SolverSettings = field(default_factory=SolverSettings)  # the approximator's updates
+    retries: int = RETRIES  # transient failures of a unit before its messages go to a DLQ (consumers.loop)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -102,7 +103,7 @@ class Service:
                                  enable_idempotence=True, acks="all", linger_ms=5,
                                  transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
         producer.init_transactions()
-        return ConsumerLoop(handler, consumer, producer, topic)
+        return ConsumerLoop(handler, consumer, producer, topic, self.retries)
 
     @staticmethod
     def _producer(bootstrap: str, client: str):  # type: ignore[no-untyped-def]

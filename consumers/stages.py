@@ -26,6 +26,11 @@ from producers.schemas import Job, OutcomeEvent, Status, parse
 log = logging.getLogger("erasure.serve")
 
 
+# a DLQ copy with its headers stays under Kafka's default 1 MiB record limit
+DLQ_VALUE_MAX = 1_000_000
+REASON_MAX = 1000
+
+
 def coordinates_id(topic: str, partition: int, offset: int) -> str:
     return f"kafka:{topic}/{partition}/{offset}"
 
@@ -59,14 +64,27 @@ class Outbox:
     not: a unit retried after an abort would not have them again)."""
 
     topics: Topics
-    messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    messages: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     after: list[Callable[[], None]] = field(default_factory=list)
     last: dict[str, str] = field(default_factory=dict)  # request id -> its last status, described
     _events: set[tuple] = field(default_factory=set)
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         self.messages.append((topic, key, value, headers or []))
+
+    def dead_letter(self, topic: str, message, reason: str) -> None:  # type: ignore[no-untyped-def]
+        """A copy of `message` (a polled record) for a DLQ: its key and value (a null value stays
+        null; a value over DLQ_VALUE_MAX is cut there, its full size in `erasure.truncated`), the
+        reason in `erasure.reason` and its coordinates in `erasure.source`."""
+        value = message.value
+        headers = [("erasure.reason", reason[:REASON_MAX].encode()),
+                   ("erasure.source", f"{message.topic}/{message.partition}/{message.offset}".encode())]
+        if value is not None and len(value) > DLQ_VALUE_MAX:
+            headers.append(("erasure.truncated", str(len(value)).encode()))
+            value = value[:DLQ_VALUE_MAX]
+        self.send(topic, message.key, value, headers)
 
     def event(self, request_id: str, status: Status, at: datetime | str | None = None, **fields: object) -> None:
         """Queue an outcome event (once per request, status, model and reason); `fields` are
@@ -88,15 +106,27 @@ def fail(ws: Workspace, request_ids: list[str], model: str, reason: str, outbox:
         outbox.event(r, "failed", model=model, reason=reason)
 
 
-def parse_jobs(records: list) -> list[Job]:
-    """The jobs among `records`; only the planner writes jobs, so a bad one is a bug: logged, skipped."""
+def parse_jobs(records: list, outbox: Outbox) -> list[Job]:
+    """The jobs among `records`; only the planner writes jobs, so a bad one is a bug: logged and
+    sent to the jobs DLQ with the reason."""
     jobs = []
     for record in records:
         try:
             jobs.append(parse(record.value, Job))
         except BadInput as err:
-            log.error("skipping malformed job at %s/%d/%d: %s", record.topic, record.partition, record.offset, err)
+            log.error("malformed job at %s/%d/%d to the DLQ: %s", record.topic, record.partition, record.offset, err)
+            outbox.dead_letter(outbox.topics.jobs_dlq, record, str(err))
     return jobs  # type: ignore[return-value]
+
+
+def dead_letter_jobs(ws: Workspace, records: list, reason: str, outbox: Outbox) -> None:
+    """Jobs that cannot succeed: each to the jobs DLQ with the reason, and its requests logged
+    and announced as failed (`fail`)."""
+    for record in records:
+        for job in parse_jobs([record], outbox):  # a malformed one goes with its own reason
+            outbox.dead_letter(outbox.topics.jobs_dlq, record, reason)
+            fail(ws, job.request_ids, job.model, reason, outbox)
+            outbox.lines.append(f"job {job.job_id} ({job.model}/{job.shard}) to the DLQ: {reason}")
 
 
 def excluded_events(ws: Workspace, name: str, request_ids: list[str], outbox: Outbox) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from producers.topics import DLQ, EVENTS, EXCLUDER_GROUP, EXECUTOR_GROUP, JOBS, PLANNER_GROUP, REQUESTS
+from producers.topics import DLQ, EVENTS, EXCLUDER_GROUP, EXECUTOR_GROUP, JOBS, JOBS_DLQ, PLANNER_GROUP, REQUESTS
 
 # Jobs are keyed by model/shard: more partitions let more executors share the shards.
-PARTITIONS = {REQUESTS: 3, JOBS: 8, EVENTS: 1, DLQ: 1}
+PARTITIONS = {REQUESTS: 3, JOBS: 8, EVENTS: 1, DLQ: 1, JOBS_DLQ: 1}
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,13 @@ class Topics:
 
     @property
     def dlq(self) -> str:
+        """Requests that cannot be handled (bad input, or their handling failed for good)."""
         return self.prefix + DLQ
+
+    @property
+    def jobs_dlq(self) -> str:
+        """Jobs that cannot succeed (malformed, or their work failed for good)."""
+        return self.prefix + JOBS_DLQ
 
     @property
     def planner_group(self) -> str:

@@ -22,6 +22,9 @@ REQUEST_SCHEMA = "erasure.request/v1"
 REQUEST_SCHEMA_V1_1 = "erasure.request/v1.1"
 JOB_SCHEMA = "erasure.job/v1"
 EVENT_SCHEMA = "erasure.event/v1"
+# the largest message value parse() reads (Kafka's default limit): anything larger is rejected
+# before it is decoded
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 def utcnow() -> datetime:
@@ -139,15 +142,23 @@ def _one_line(err: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def parse(raw: bytes | str | dict, expect: type[_Message] | None = None) -> _Message:
-    """Parse one message; BadInput with a one-line reason on bad JSON, unknown schema or fields."""
+def parse(raw: bytes | str | dict | None, expect: type[_Message] | None = None) -> _Message:
+    """Parse one message; BadInput with a one-line reason on anything but a JSON object of a known
+    schema with valid fields: a null value (a tombstone), a value over MAX_MESSAGE_BYTES, bytes
+    that are not JSON (undecodable, too deeply nested), unknown schema or fields."""
     if isinstance(raw, dict):
         data = raw
+    elif raw is None:
+        raise BadInput("empty message: the value is null (a tombstone)")
+    elif not isinstance(raw, (bytes, bytearray, str)):
+        raise BadInput(f"message value is a {type(raw).__name__}, not bytes")
+    elif len(raw) > MAX_MESSAGE_BYTES:
+        raise BadInput(f"message of {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} a message may have")
     else:
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BadInput(f"not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8, too many digits
+            raise BadInput(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
     if not isinstance(data, dict):
         raise BadInput("message is not a JSON object")
     name = data.get("schema")

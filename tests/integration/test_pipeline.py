@@ -26,7 +26,7 @@ from consumers.serve import Service
 from consumers.topics import JOBS, Topics, ensure_topics
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
-from producers.producer import RequestProducer
+from producers.producer import RequestProducer, subject_key
 from producers.schemas import ErasureRequest, OutcomeEvent, parse
 from tests.conftest import make_records
 from unlearning.data.records import RecordStore
@@ -343,20 +343,27 @@ def test_same_request_twice_has_one_effect(model, serving, topics: Topics, event
     assert [r.version for r in registry.versions(name)] == registered_before
 
 
-def test_malformed_messages_go_to_the_dlq_and_the_next_request_is_handled(
+def test_poison_messages_go_to_the_dlq_and_the_requests_around_them_are_handled(
         model, serving, topics: Topics, events: Events, kafka_bootstrap: str) -> None:
+    """A tombstone, undecodable bytes and malformed requests between valid requests on one
+    partition: each bad one is on the DLQ with its reason and rejected in the ledger, and the
+    valid ones behind them are planned within a bounded time (the planner is never stuck)."""
     ws, name = model
-    bad = [b"not json", b'{"schema": "erasure.request/v9", "request_id": "bad-schema"}',
+    first, good = (request(s, name) for s in victims(ws, name, 0, count=2))
+    unknown = request("nobody-at-all", name)
+    bad = [None, b"\xff\xfe\x00 undecodable", b"not json", b'{"schema": "erasure.request/v9", "request_id": "bad-schema"}',
            json.dumps({"schema": "erasure.request/v1", "request_id": "bad-fields", "kind": "erase_subject"}).encode()]
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    for value in bad:
-        producer.send(topics.requests, value=value, partition=0)
+    for req, value in [(first, first.to_bytes())] + [(None, v) for v in bad] + [(r, r.to_bytes()) for r in (unknown, good)]:
+        producer.send(topics.requests, key=subject_key(req.subject_id) if req else b"poison", value=value, partition=0)
     producer.flush()
     producer.close()
-    unknown = request("nobody-at-all", name)
-    good = request(victims(ws, name, 0)[0], name)
-    send(ws, topics, unknown, good)
+    started = time.monotonic()
     serving("planner")
+    events.until(lambda seen: all(events.has(r.request_id, "planned")(seen) for r in (first, good)), timeout_s=60)
+    assert time.monotonic() - started < 60
+    for req in (first, good):
+        assert entries(ws, "request_planned", request_id=req.request_id)
     events.until(events.has(good.request_id, "certified"))
 
     assert events.has("bad-schema", "rejected")(events.seen) and events.has("bad-fields", "rejected")(events.seen)
@@ -364,18 +371,23 @@ def test_malformed_messages_go_to_the_dlq_and_the_next_request_is_handled(
     assert "subject_id" in events.of("bad-fields")[0].reason  # type: ignore[operator]
     reason = events.of(unknown.request_id, "rejected")[0].reason
     assert reason is not None and "unknown subject with tag" in reason and "nobody-at-all" not in reason
-    not_json = [e for e in events.seen if e.status == "rejected" and e.request_id.startswith("kafka:")]
-    assert len(not_json) == 1 and "not valid JSON" in not_json[0].reason  # type: ignore[operator]
+    by_offset = {e.request_id: e.reason for e in events.seen if e.status == "rejected" and e.request_id.startswith("kafka:")}
+    source = f"kafka:{topics.requests}/0"
+    assert set(by_offset) == {f"{source}/1", f"{source}/2", f"{source}/3"}
+    assert "the value is null" in by_offset[f"{source}/1"]  # type: ignore[operator]
+    assert "not valid JSON" in by_offset[f"{source}/2"] and "not valid JSON" in by_offset[f"{source}/3"]  # type: ignore[operator]
 
     dlq = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                         isolation_level="read_committed", consumer_timeout_ms=5000)
     dead = list(dlq)
     dlq.close()
-    assert sorted(m.value for m in dead) == sorted(bad)  # the unknown subject is valid input: no DLQ copy
+    assert [m.value for m in dead] == bad  # in order; the unknown subject is valid input: no DLQ copy
+    assert [dict(m.headers)["erasure.source"] for m in dead] == [f"{topics.requests}/0/{i}".encode() for i in range(1, 6)]
     assert all(dict(m.headers)["erasure.reason"] for m in dead)
     rejected = {e["request_id"]: e for e in entries(ws, "request_rejected")}
-    assert {"bad-schema", "bad-fields", unknown.request_id, not_json[0].request_id} <= set(rejected)
+    assert {"bad-schema", "bad-fields", unknown.request_id, *by_offset} <= set(rejected)
     assert rejected["bad-fields"]["kafka"]["topic"] == topics.requests
+    assert rejected[f"{source}/1"]["reason"] == by_offset[f"{source}/1"]
 
 
 def test_executor_killed_mid_retrain_completes_the_job_once(model, serving, topics: Topics, events: Events,

@@ -8,7 +8,7 @@ from kafka import KafkaConsumer
 from typer.testing import CliRunner
 
 from cli.app import app
-from consumers.topics import DLQ, EVENTS, JOBS, REQUESTS, ensure_topics
+from consumers.topics import DLQ, EVENTS, JOBS, JOBS_DLQ, REQUESTS, ensure_topics
 from producers.producer import subject_key
 from producers.schemas import parse_request
 
@@ -30,7 +30,7 @@ def test_topics_are_created_once(kafka_bootstrap: str) -> None:
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    assert {REQUESTS, JOBS, EVENTS, DLQ} <= set(admin.list_topics())
+    assert {REQUESTS, JOBS, EVENTS, DLQ, JOBS_DLQ} <= set(admin.list_topics())
     admin.close()
 
 

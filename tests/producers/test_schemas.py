@@ -5,7 +5,9 @@ import json
 import pytest
 
 from ledger.errors import BadInput
-from producers.schemas import ErasureRequest, Job, OutcomeEvent, json_schemas, new_request, parse, parse_request
+from producers.schemas import (
+    MAX_MESSAGE_BYTES, ErasureRequest, Job, OutcomeEvent, json_schemas, new_request, parse, parse_request,
+)
 
 
 def test_request_round_trip_and_defaults() -> None:
@@ -27,8 +29,13 @@ def test_request_round_trip_and_defaults() -> None:
     (b'{"schema": "erasure.request/v1", "kind": "erase_subject", "subject_id": "1",'
      b' "deadline": "2026-01-01T00:00:00"}', "timezone"),
     (b'\xff\xfe', "not valid JSON"),
+    (None, "the value is null"),
+    (42, "is a int, not bytes"),
+    (b"[" * 100_000, "not valid JSON"),
+    (b'{"n": ' + b"1" * 5000 + b"}", "not valid JSON"),
+    (b" " * (MAX_MESSAGE_BYTES + 1), f"over the {MAX_MESSAGE_BYTES}"),
 ])
-def test_bad_requests_are_rejected_with_one_line(raw: bytes, reason: str) -> None:
+def test_bad_requests_are_rejected_with_one_line(raw: object, reason: str) -> None:
     with pytest.raises(BadInput, match=reason) as info:
         parse_request(raw)
     assert "\n" not in str(info.value)
