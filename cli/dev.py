@@ -13,7 +13,10 @@ def up() -> None:
     """Start a single-node KRaft Kafka broker and an MLflow server on free 127.0.0.1 ports.
 
     The broker's jars are resolved with Maven on first use (cached under ~/.cache/erasure).
-    Pids and endpoints are recorded in $ERASURE_HOME/dev.json; running services are reused.
+    Pids and endpoints are recorded in $ERASURE_HOME/dev.json; running services are reused, and
+    one that died is restarted on its recorded port, so clients holding its address (a running
+    `erasure serve`) reconnect. If another process holds that port, up stops with a one-line
+    error naming it (exit 2): free the port, or run `erasure dev down` to start on new ports.
     """
     from services import local as local_services
 

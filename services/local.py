@@ -4,7 +4,9 @@ The broker runs from jars that Maven resolves from Maven Central into a cache ou
 (`~/.cache/erasure/kafka-<version>/libs`); MLflow runs as `mlflow server` with a SQLite backend
 and a local artifact root served over HTTP. Both listen on free ports on 127.0.0.1 only, and
 their pids and endpoints are kept in `$ERASURE_HOME/dev.json` so that `stop` ends exactly the
-processes that `start` began.
+processes that `start` began. A recorded service that died is restarted on its recorded port,
+so clients that hold its address (a running `erasure serve`) reconnect; if another process
+holds that port, `up` stops with a one-line error naming it instead of moving elsewhere.
 """
 
 from __future__ import annotations
@@ -109,6 +111,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (as the broker and uvicorn do, with
+    SO_REUSEADDR: connections of a killed server in TIME_WAIT do not hold it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def kafka_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     """True when the broker answers a metadata request."""
     # refused connections are the expected answer while a broker starts: keep them out of the logs
@@ -124,7 +138,9 @@ def _describe(bootstrap: str, timeout_s: float) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        # bootstrap_timeout_ms too: a restarting broker accepts connections well before it answers
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -159,6 +175,10 @@ class Service:
     def from_json(cls, name: str, data: dict) -> "Service":
         endpoint = data.get("bootstrap") or data.get("url")
         return cls(name, int(data["pid"]), endpoint, data["log"], data["marker"])
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
 
     def alive(self) -> bool:
         try:
@@ -195,6 +215,46 @@ class Service:
             pass
 
 
+def _leftovers(svc: Service) -> list[int]:
+    """Processes of a dead service's process group still running: mlflow's uvicorn outlives a
+    killed `mlflow server`, and holds the port. Only those whose command line names the
+    service's port or marker count, so a recycled process group is never touched."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pgid = int(stat.read_text().rsplit(")", 1)[1].split()[2])
+            args = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgid == svc.pid and (svc.marker in " ".join(args) or any(
+                a == "--port" and b == str(svc.port) for a, b in zip(args, args[1:]))):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _stop_leftovers(svc: Service, timeout_s: float = 15.0) -> None:
+    pids = _leftovers(svc)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -228,13 +288,14 @@ def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
     return proc.pid
 
 
-def start_kafka(ws: Workspace) -> Service:
-    """Start a single-node KRaft broker+controller; format its storage on first start."""
+def start_kafka(ws: Workspace, port: int | None = None) -> Service:
+    """Start a single-node KRaft broker+controller on `port` (a free one by default); format its
+    storage on first start."""
     java = _require("java", "Kafka needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
     libs = resolve_kafka()
     kdir = ws.home / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
-    port, controller = free_port(), free_port()
+    port, controller = port or free_port(), free_port()  # the controller's port is the broker's own business
     props = kdir / "server.properties"
     props.write_text("\n".join([
         "process.roles=broker,controller",
@@ -273,8 +334,8 @@ def start_kafka(ws: Workspace) -> Service:
     return Service("kafka", pid, f"127.0.0.1:{port}", str(kdir / "server.log"), marker=str(props))
 
 
-def start_mlflow(ws: Workspace) -> Service:
-    port = free_port()
+def start_mlflow(ws: Workspace, port: int | None = None) -> Service:
+    port = port or free_port()
     db, artifacts = ws.mlflow_db, ws.mlflow_artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -324,15 +385,28 @@ def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
        timeout_s: float = START_TIMEOUT_S) -> dict[str, Service]:
     """Start the services (reusing any recorded one that still runs) and wait until they answer.
 
-    Both start before either is awaited, so start-up costs the slower one, not the sum.
+    A recorded service that died restarts on its recorded port (what is left of its process
+    group is stopped first), so its clients reconnect; ServiceError naming the port when another
+    process holds it. Both start before either is awaited, so start-up costs the slower one, not
+    the sum.
     """
     ws.ensure()
-    services = {n: s for n, s in load_state(ws).items() if s.alive()}
+    recorded = load_state(ws)
+    services = {n: s for n, s in recorded.items() if s.alive()}
+    ports = {}
+    for name in which:
+        if name in recorded and name not in services:
+            _stop_leftovers(recorded[name])
+            ports[name] = recorded[name].port
+            if not port_free(ports[name]):
+                raise ServiceError(f"cannot restart {name} on its port {ports[name]} (recorded in {ws.dev_state}): "
+                                   "another process holds it; stop that process, or run `erasure dev down` to "
+                                   "start afresh on new ports")
     started = []
     try:
         for name in which:
             if name not in services:
-                services[name] = STARTERS[name](ws)
+                services[name] = STARTERS[name](ws, ports.get(name))
                 started.append(services[name])
         _save_state(ws, services)
         _wait(list(services.values()), timeout_s)
@@ -352,6 +426,8 @@ def down(ws: Workspace) -> list[str]:
         if svc.alive():
             svc.stop()
             stopped.append(name)
+        else:
+            _stop_leftovers(svc)
     ws.dev_state.unlink(missing_ok=True)
     return stopped
 
