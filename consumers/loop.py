@@ -17,7 +17,9 @@
   an error that says when to come back (`retry_after_s`: an executor waiting for an exclusion)
   is a wait, not a failure, and does not count. Any other error is permanent: null values,
   oversized or undecodable messages (the handlers' parsing turns those into DLQ copies without
-  failing the unit), bugs, corrupt state. A unit that fails for good (a permanent error, or
+  failing the unit), bugs. Corrupt local state (SQLite's "malformed" `DatabaseError`) is neither:
+  the loop stops with `CorruptState` (the service with it) and commits nothing, since every
+  message would fail the same way. A unit that fails for good (a permanent error, or
   a transient one past the budget) is isolated: a unit of several messages is retried message by
   message, in order, before anything else (after a permanent error each with the full budget,
   after the budget ran out with one try each), so its valid messages are still handled; a single
@@ -62,6 +64,17 @@ def is_transient(err: BaseException) -> bool:
     from kafka.errors import KafkaError
 
     return isinstance(err, (ServiceError, KafkaError, sqlite3.OperationalError, ConnectionError, TimeoutError))
+
+
+class CorruptState(ErasureError):
+    """A local store is corrupt: the service stops (every message would fail the same way, and
+    rejecting them would turn a disk fault into refused requests); the messages stay uncommitted."""
+
+
+def is_corrupt_state(err: BaseException) -> bool:
+    """SQLite's own corruption errors ("database disk image is malformed", "file is not a
+    database"): `sqlite3.DatabaseError` itself, not its subclasses (locks, constraints, bugs)."""
+    return type(err) is sqlite3.DatabaseError
 
 
 def failure_reason(err: BaseException, retries: int | None = None) -> str:
@@ -231,7 +244,11 @@ class ConsumerLoop:
             self.consumer.resume(*({_tp(r) for r in unit.records} & self.consumer.assignment()))
 
     def _failed(self, unit: _Unit, err: Exception) -> None:
-        """A handler failed: retry the unit, split it, or dead-letter its one message."""
+        """A handler failed: stop on corrupt state, else retry the unit, split it, or dead-letter
+        its one message."""
+        if is_corrupt_state(err):
+            raise CorruptState(f"{self.handler.name}: a local store is corrupt ({failure_reason(err)}): stopping; "
+                               "restore the workspace from a backup, then restart") from err
         waiting = getattr(err, "retry_after_s", None) is not None
         transient = is_transient(err)
         failures = unit.failures + int(transient and not waiting)

@@ -17,7 +17,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from consumers import loop as consumer_loop
-from consumers.loop import Batching, ConsumerLoop, is_transient
+from consumers.loop import Batching, ConsumerLoop, CorruptState, is_corrupt_state, is_transient
 from consumers.stages import DLQ_VALUE_MAX, Outbox
 from consumers.topics import Topics
 from ledger.errors import BadInput, ServiceError, VerificationFailed
@@ -43,6 +43,7 @@ class Waiting(ServiceError):
     (TypeError("the JSON object must be str, bytes or bytearray, not NoneType"), False),
     (KeyError("model"), False),
     (sqlite3.DatabaseError("database disk image is malformed"), False),
+    (sqlite3.IntegrityError("UNIQUE constraint failed"), False),
 ])
 def test_errors_are_transient_or_permanent(err: Exception, transient: bool) -> None:
     assert is_transient(err) is transient
@@ -232,3 +233,16 @@ def test_a_job_that_cannot_succeed_goes_to_the_jobs_dlq_as_failed(workspace) -> 
     with open_ledger(workspace) as ledger:
         assert all(entries.read(ledger, entries.failed_key(r))["reason"] == "RuntimeError: boom"  # type: ignore[index]
                    for r in ("r1", "r2"))
+
+
+def test_corrupt_state_stops_the_loop_and_commits_nothing() -> None:
+    assert is_corrupt_state(sqlite3.DatabaseError("file is not a database"))
+    assert not is_corrupt_state(sqlite3.OperationalError("database is locked"))
+    assert not is_corrupt_state(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    handler = Script({b"b": lambda: sqlite3.DatabaseError("database disk image is malformed")})
+    producer = Producer()
+    records = [Record("in", 0, offset, None, value) for offset, value in enumerate([b"a", b"b"])]
+    loop = ConsumerLoop(handler, Consumer(records), producer, "in", retries=5)
+    with pytest.raises(CorruptState, match="a local store is corrupt.*malformed.*restore the workspace"):
+        loop.run(threading.Event())
+    assert not producer.to("dlq") and TP not in producer.committed  # nothing rejected, nothing committed
