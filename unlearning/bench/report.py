@@ -219,11 +219,12 @@ def _approximate_lines(result: dict) -> list[str]:
         "1 − ‖P_approx − P_retrain‖ / ‖P_original − P_retrain‖ over the erased records' P(Yes) (1: the retrain's "
         "predictions; 0: no closer than the adapter as trained; negative: further away). MIA AUC: loss-based "
         "membership inference of the erased records against as many test records, under the adapter as "
-        "trained, the approximate update and the retrain. Backward passes: the solve's single-example "
+        "trained, the approximate update and the retrain. Update s: the whole step (receive and crypto-shred, "
+        "the solve, writing and logging the version), beside the exact retrain's step. Backward passes: the solve's single-example "
         "backward passes (b, and the Fisher's columns); HVP examples: double-backward passes (0 for the "
         "default direct solver).",
         ["workload", "step", "erased", "gap closed", "test AUC change", "MIA AUC original", "approximate", "retrain",
-         "solve s", "retrain s", "speed-up", "backward passes", "residual"],
+         "update s", "retrain s", "speed-up", "backward passes", "residual"],
         [(r["workload"].upper(), r["step"], r["erased_total"], _percent(r.get("gap_closed")),
           "n/a" if r.get("auc_change") is None else f"{r['auc_change']:+.3f}", _fmt(r.get("mia_auc_original")),
           _fmt(r.get("mia_auc")), _fmt(r["mia_auc_retrain"]), _fmt(r["unlearn_s"]), _fmt(r["retrain_s"]),
