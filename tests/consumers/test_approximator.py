@@ -63,7 +63,7 @@ def test_waits_for_the_exclusion_and_stops_promptly(workspace) -> None:
 def test_updates_in_turn_then_the_rest_logged_lost_on_stop(workspace) -> None:
     stop = threading.Event()
     approximator, producer = _approximator(workspace, stop)
-    approximator.submit(_pending("r1", "no approximate update: no served adapter was trained on the records"))
+    approximator.submit(_pending("r1", "no served adapter was trained on the records"))
     planner_done = threading.Event()
     thread = threading.Thread(target=approximator.run, args=(lambda: not planner_done.is_set(),))
     thread.start()

@@ -220,9 +220,9 @@ def _approximate_lines(result: dict) -> list[str]:
         "predictions; 0: no closer than the adapter as trained; negative: further away). MIA AUC: loss-based "
         "membership inference of the erased records against as many test records, under the adapter as "
         "trained, the approximate update and the retrain. Update s: the whole step (receive and crypto-shred, "
-        "the solve, writing and logging the version), beside the exact retrain's step. Backward passes: the solve's single-example "
-        "backward passes (b, and the Fisher's columns); HVP examples: double-backward passes (0 for the "
-        "default direct solver).",
+        "the solve, writing and logging the version), beside the exact retrain's step. Backward passes: the solve's "
+        "single-example backward passes (b, and the Fisher's columns) plus its double-backward HVP examples (none for "
+        "the default direct solver).",
         ["workload", "step", "erased", "gap closed", "test AUC change", "MIA AUC original", "approximate", "retrain",
          "update s", "retrain s", "speed-up", "backward passes", "residual"],
         [(r["workload"].upper(), r["step"], r["erased_total"], _percent(r.get("gap_closed")),

@@ -425,8 +425,7 @@ class UnlearningBenchmark:
         self.corrections: list[dict] = []  # W4 rows (`bench_influence`)
         self._reference: dict[tuple[int, str, int], list[float]] = {}  # retrain's test P(Yes) per step
         self._reference_forget: dict[tuple[int, str, int], list[float]] = {}  # retrain's forget-set P(Yes)
-        self._trained_p: dict[tuple[int, str], list[float]] = {}  # test P(Yes) of each method as trained
-        self._trained_auc: dict[tuple[int, str], float | None] = {}
+        self._as_trained: dict[tuple[int, str], tuple[list[float], float | None]] = {}  # test P(Yes), AUC
         self._replayed: set[tuple[int, str]] = set()  # (seed, method) whose retraining was replayed
         self._apa_shared = preset.apa_shared and {"apa-d", "apa-nd"} <= set(self.methods)
 
@@ -543,8 +542,7 @@ class UnlearningBenchmark:
         if method == "influence" and "retrain" in trained:
             row = next(r for r in reversed(self.rows) if r["method"] == "retrain" and r["workload"] == "train")
             self.rows.append({**row, "method": method, "one_submodel_s": None})  # it retrains nothing
-            self._trained_p[(seed, method)] = self._trained_p[(seed, "retrain")]
-            self._trained_auc[(seed, method)] = self._trained_auc[(seed, "retrain")]
+            self._as_trained[(seed, method)] = self._as_trained[(seed, "retrain")]
             return trained["retrain"]
         # a chronological split names each record's split; the test records stay out of the
         # workspaces (only the benchmark scores them, so their prefix states are not stored there)
@@ -644,14 +642,11 @@ class UnlearningBenchmark:
         run.current = update.version
         solutions = update.solutions.values()
         # the forget set under the adapter as trained: where the gap to the exact retrain starts
-        original = scorer.p_yes(run.trained, run.forget)
-        n = min(len(run.forget), len(scorer.records))
-        self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget, original=original,
+        self._row(seed, run.method, run.workload, step, update.version, scorer, run.forget,
+                  original=scorer.p_yes(run.trained, run.forget),
                   requests=len(erasure.requests), erased_records=erasure.records, erased_total=run.erased_total,
                   unlearn_s=unlearn_s, grad_samples=sum(s.hvp_examples + s.gradient_examples for s in solutions),
-                  retrained_components=0, relative_residual=max(s.relative_residual for s in solutions),
-                  mia_auc_original=mia_auc(original, run.forget, self._trained_p[(seed, run.method)][:n],
-                                           scorer.records[:n]))
+                  retrained_components=0, relative_residual=max(s.relative_residual for s in solutions))
 
     def _row(self, seed: int, method: str, workload: str, step: int, version: ModelVersion, scorer: _Scorer,
              forget: Sequence[Record] = (), p_yes: list[float] | None = None, original: list[float] | None = None,
@@ -661,11 +656,10 @@ class UnlearningBenchmark:
         p_yes = scorer.p_yes(version) if p_yes is None else p_yes
         evaluation = metrics(scorer.labels, p_yes, scorer.baseline)
         if workload == "train":
-            self._trained_p[(seed, method)] = p_yes
-            self._trained_auc[(seed, method)] = evaluation.auc
-        elif (seed, method) in self._trained_auc and evaluation.auc is not None and \
-                self._trained_auc[(seed, method)] is not None:
-            values["auc_change"] = evaluation.auc - self._trained_auc[(seed, method)]
+            self._as_trained[(seed, method)] = (p_yes, evaluation.auc)
+        trained_p, trained_auc = self._as_trained.get((seed, method), (None, None))
+        if workload != "train" and evaluation.auc is not None and trained_auc is not None:
+            values["auc_change"] = evaluation.auc - trained_auc
         if forget:
             p_forget = scorer.p_yes(version, forget)
             values["forget_auc"] = metrics([int(r.answer == "Yes") for r in forget], p_forget, [None]).auc
@@ -674,8 +668,10 @@ class UnlearningBenchmark:
             if method == "retrain":
                 self._reference_forget[(seed, workload, step)] = p_forget
             exact = self._reference_forget.get((seed, workload, step))
-            if original is not None and exact is not None:
-                values["gap_closed"] = gap_closed(original, p_forget, exact)
+            if original is not None:  # the same test, as trained, for the original's MIA
+                values["mia_auc_original"] = mia_auc(original, forget, trained_p[:n], scorer.records[:n])
+                if exact is not None:
+                    values["gap_closed"] = gap_closed(original, p_forget, exact)
         if method == "retrain":
             self._reference[(seed, workload, step)] = p_yes
         reference = self._reference.get((seed, workload, step))

@@ -197,9 +197,9 @@ def solve(ws: Workspace, held: Held, old: Sequence[StoredRecord], new: Sequence[
         # the stored prefix states of what the solves read (the curvature sample, or all for Adam)
         # and of the held-out records; any other state is computed when asked for
         read = {e.record_id: e for _, examples in inputs.values() for e in examples_read(examples, settings)}
-        wanted = [r for r in retained if r.record_id in read] + held_out
-        with stored_prefixes(engine, store, dict(zip((r.commitment for r in wanted), engine.encode(wanted),
-                                                     strict=True))):
+        prefixes = {r.commitment: read[r.record_id] for r in retained if r.record_id in read}
+        prefixes.update(zip((r.commitment for r in held_out), engine.encode(held_out), strict=True))
+        with stored_prefixes(engine, store, prefixes):
             for cid, adapter in held.adapters.items():
                 trained, examples = inputs[cid]
                 here = [r for r in old if r.commitment in adapter.leaves]

@@ -63,6 +63,10 @@ class ApproximationOutcome:
     report: dict = field(default_factory=dict)  # per updated component: the solver's report and `measured`
     error: str | None = None  # why nothing was published
 
+    @classmethod
+    def skipped(cls, why: str) -> "ApproximationOutcome":
+        return cls(f"no approximate update: {why}", error=why)
+
 
 @dataclass
 class PendingUpdate:
@@ -73,7 +77,7 @@ class PendingUpdate:
     old: list[StoredRecord]  # the records as trained (shredded or replaced in the store)
     new: list[Record]  # their corrections (a rectification)
     held: Held | None  # what the solve needs of the version that held them; None: no update
-    reason: str | None = None  # why there is no update
+    reason: str | None = None  # why there is no update (`held` None)
 
 
 def settle_model(ctx: Context, name: str) -> ModelVersion:
@@ -114,11 +118,11 @@ def hold(ctx: Context, model: str, receipt: Receipt, old: list[StoredRecord], ne
             version = latest_exact(ctx.ws, model)
             held = influence.hold(version, old)
         except (BadInput, OSError) as err:
-            reason = f"no approximate update: {err}"
+            reason = str(err)
             if version is not None and version.path.exists():  # refused (e.g. an unsupported method)
                 break
             continue  # a version purged by another request's exclusion while it was read: again
-        reason = None if held else "no approximate update: no served adapter was trained on the records"
+        reason = None if held else "no served adapter was trained on the records"
         return PendingUpdate(model, receipt, old, new, held, reason)
     return PendingUpdate(model, receipt, old, new, None, reason)
 
@@ -138,7 +142,7 @@ def approximate(ctx: Context, pending: PendingUpdate, settings: SolverSettings,
 def give_up(ctx: Context, pending: PendingUpdate, reason: str) -> ApproximationOutcome:
     """No approximate update for `pending` (e.g. the service stopped: its records are lost with
     it); `request_approximated` says why."""
-    return _logged(ctx, pending, ApproximationOutcome(f"no approximate update: {reason}", error=reason))
+    return _logged(ctx, pending, ApproximationOutcome.skipped(reason))
 
 
 def _logged(ctx: Context, pending: PendingUpdate, result: ApproximationOutcome) -> ApproximationOutcome:
@@ -153,19 +157,19 @@ def _logged(ctx: Context, pending: PendingUpdate, result: ApproximationOutcome) 
 def _approximate(ctx: Context, pending: PendingUpdate, settings: SolverSettings,
                  ready: Callable[[], str | None] | None) -> ApproximationOutcome:
     if pending.held is None:
-        return ApproximationOutcome(pending.reason or "no approximate update", error=pending.reason)
+        return ApproximationOutcome.skipped(pending.reason or "nothing to update")
     try:
         update = influence.solve(ctx.ws, pending.held, pending.old, pending.new, [pending.receipt], settings)
     except BadInput as err:
-        return ApproximationOutcome(f"no approximate update: {err}", error=str(err))
+        return ApproximationOutcome.skipped(str(err))
     reason = ready() if ready is not None else None
     if reason is not None:
-        return ApproximationOutcome(f"no approximate update: {reason}", error=reason)
+        return ApproximationOutcome.skipped(reason)
     with model_lock(ctx.ws, pending.model):
         newest = settle(ctx, pending.model)
         reason = influence.moved_on(ctx.ws, update, newest)
         if reason is not None:
-            return ApproximationOutcome(f"no approximate update: {reason}", error=reason)
+            return ApproximationOutcome.skipped(reason)
         version = influence.build(ctx.ws, update, newest)
         registered = publish(ctx.ws, ctx.registry, version.version, [], parent=newest,
                              approximation=version.approximation)

@@ -130,7 +130,7 @@ def test_response_correction_moves_towards_the_new_answer(setup) -> None:  # typ
 
 def test_negative_curvature_and_bad_settings_are_refused(setup) -> None:  # type: ignore[no-untyped-def]
     engine, _, examples, trained, old = setup
-    with pytest.raises(BadInput, match="negative curvature.*use the default curvature ggn"):  # H is indefinite
+    with pytest.raises(BadInput, match="negative curvature.*use curvature fisher \\(the default\\) or ggn"):  # H is indefinite
         influence_update(engine, trained.lora, examples[:16], old[:4], [],
                          SolverSettings(solver="cg", curvature="hessian", damping=0.0, steps=200))
     with pytest.raises(BadInput, match="unknown solver"):
@@ -229,3 +229,27 @@ def test_conjugate_gradients_on_the_gauss_newton_matrix_reach_the_gate(setup) ->
     solution = influence_update(engine, trained.lora, examples, old, [], settings)
     assert solution.relative_residual < settings.tolerance * 1.01 < settings.max_residual
     assert "Gauss-Newton" in solution.report()["residualDefinition"]
+
+
+def test_batched_fisher_columns_are_the_per_column_backward_passes(setup) -> None:  # type: ignore[no-untyped-def]
+    """The factored Fisher's columns come from one batched backward per example: bitwise what a
+    backward pass per column gives (the claim `fisher_factors` and the README make)."""
+    engine, _, examples, trained, _ = setup
+    with eager_attention(engine):
+        q = Quadratic(engine, trained.lora, examples, damping=0.0, curvature="ggn")
+        batched, _ = q.fisher_factors(examples[:3])
+        columns = []
+        draws = torch.Generator().manual_seed(q.seed)  # the same draws, in the same order
+        for e in examples[:3]:
+            log_p = torch.log_softmax(engine.answer_logits([e])[0], dim=-1)
+            p = log_p.detach().exp().double()
+            for t in range(len(p)):
+                top = p[t].topk(q.fisher_tokens).indices.tolist()
+                tail = p[t].clone()
+                tail[top] = 0
+                terms = [(y, float(p[t, y])) for y in top]
+                terms.append((int(torch.multinomial(tail / float(tail.sum()), 1, generator=draws)), float(tail.sum())))
+                for y, weight in terms:
+                    grad = q._flat(torch.autograd.grad(-log_p[t, y], q.params, retain_graph=True))
+                    columns.append(grad * math.sqrt(weight / 3))
+    assert torch.equal(batched, torch.stack(columns, dim=1))

@@ -99,5 +99,5 @@ def test_hold_reads_nothing_when_no_served_adapter_saw_the_records(workspace, re
     excluded = exclude(ws, ModelStore(ws).get(name, 1), [receipt])
     assert excluded is not None and hold(excluded, old) is None
     pending = steps.hold(Context(ws), name, receipt, old, [])
-    assert pending.held is None and pending.reason == ("no approximate update: no served adapter was trained on "
+    assert pending.held is None and pending.reason == ("no served adapter was trained on "
                                                        "the records")

@@ -238,7 +238,6 @@ class Quadratic:
             self.hvp_examples += len(part)
         return out / total + self.damping * v
 
-
     def fisher_factors(self, examples: Sequence[Example]) -> tuple[torch.Tensor, float]:
         """(G, mass): G Gᵀ the Fisher of the token-mean loss over `examples` and the mean
         probability of the tokens taken exactly. Per answer position (T in all): a column
@@ -345,15 +344,14 @@ def solve_cg(q: Quadratic, b: torch.Tensor, settings: SolverSettings) -> torch.T
         curvature = p @ cp
         if not curvature > 0:
             raise BadInput(f"conjugate gradients met negative curvature (pᵀ(C+λI)p = {float(curvature):.2e}): "
-                           f"the damped {CURVATURE_NAMES[q.curvature]} is not positive definite; use the default "
-                           f"curvature ggn, or raise the damping above {q.damping:.3g}")
+                           f"the damped {CURVATURE_NAMES[q.curvature]} is not positive definite; use curvature fisher (the "
+                           f"default) or ggn, or raise the damping above {q.damping:.3g}")
         alpha = rr / curvature
         delta += alpha * p
         r -= alpha * cp
         rr, previous = r @ r, rr
         p = r + (rr / previous) * p
     return delta
-
 
 
 SOLVE = {"direct": solve_direct, "cg": solve_cg, "adam": solve_adam}
@@ -379,7 +377,7 @@ def auto_damping(q: Quadratic, b: torch.Tensor) -> float:
     along = float(b @ (q.product(b) - q.damping * b) / (b @ b))
     if not along > 0:
         raise BadInput(f"the {CURVATURE_NAMES[q.curvature]} has no positive curvature along b ({along:.2e}): "
-                       "give --damping explicitly, or use the default curvature ggn")
+                       "give --damping explicitly, or use curvature fisher (the default) or ggn")
     return DAMPING_RATIO * along
 
 
