@@ -6,10 +6,12 @@ commands start fast and work without torch, transformers or Kafka installed.
 
 from __future__ import annotations
 
+import sqlite3
+
 import typer
 from typer.core import TyperGroup
 
-from cli import bench, data, dev, keys, ledger, models, pipeline, registry, training
+from cli import admin, bench, data, dev, keys, ledger, models, monitor, pipeline, registry, report, training, witness
 from ledger.errors import ErasureError
 
 
@@ -26,6 +28,18 @@ class _ErasureGroup(TyperGroup):
         except ErasureError as err:
             typer.echo(f"erasure: error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except sqlite3.DatabaseError as err:
+            # SQLite's own corruption errors ("malformed", "not a database") met outside the
+            # stores' own checks; its subclasses (locks, constraints) are bugs and keep a traceback
+            if type(err) is not sqlite3.DatabaseError:
+                raise
+            from ledger.workspace import Workspace
+            from unlearning.operations.check import check_sqlite
+
+            named = "; ".join(f.line() for f in check_sqlite(Workspace.from_env()) if f.problem)
+            typer.echo(f"erasure: error: a local store is corrupt: {named or err}: restore the workspace from a "
+                       "backup", err=True)
+            raise typer.Exit(2) from None
         except ModuleNotFoundError as err:
             # A missing top-level module is an optional dependency that the auditor's base install
             # leaves out (e.g. `verify --replay` needs torch); a missing submodule is a bug and keeps its traceback.
@@ -54,6 +68,10 @@ pipeline.register(app)  # request, serve, status
 app.add_typer(ledger.app, name="ledger")
 registry.register(app)  # forget, verify, pull
 app.add_typer(bench.app, name="bench")
+app.add_typer(report.app, name="report")
+app.add_typer(witness.app, name="witness")
+monitor.register(app)  # monitor
+app.add_typer(admin.app, name="admin")
 
 
 def main() -> None:

@@ -91,10 +91,28 @@ def ledger(
     sizes: str = typer.Option("1000,100000,1000000", "--sizes", help="Comma-separated log sizes."),
     batch: int = typer.Option(1000, "--batch", min=1, help="Entries per append transaction."),
     proofs: int = typer.Option(1000, "--proofs", min=1, help="Proofs generated and verified per size."),
+    tile_checks: int = typer.Option(20, "--tile-checks", min=1, help="Verifications from the served tiles per size "
+                                    "(a fresh client each: checkpoint, consistency, three entries)."),
+    database: str | None = typer.Option(None, "--database", help="Shared mode: also run on this PostgreSQL "
+                                        "database (in a schema of its own, dropped afterwards) and report it beside "
+                                        "SQLite."),
+    shared: bool = typer.Option(False, "--shared", help="Shared mode on the workspace's database URL "
+                                "(ERASURE_DATABASE_URL, [database] url, or `erasure dev up --shared`'s server)."),
+    single: int = typer.Option(200, "--single", min=1, help="Shared mode: single-entry appends timed on each store."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """Ledger append throughput and proof generation/verification time at each size."""
-    result = run_ledger_benchmark(_sizes(sizes), batch=batch, proofs=proofs)
+    """Ledger append throughput and proof generation/verification time at each size; the log
+    published as tiles, and what verifying from them over HTTP costs (time, requests, bytes).
+    Shared mode (--database/--shared): appends/s on PostgreSQL beside SQLite, in one run."""
+    if shared and database is None:
+        from ledger.workspace import Workspace
+
+        database = Workspace.from_env().database_url()
+        if database is None:
+            raise BadInput("--shared: no database URL (set ERASURE_DATABASE_URL, [database] url in erasure.toml, or "
+                           "run `erasure dev up --shared`), or give --database URL")
+    result = run_ledger_benchmark(_sizes(sizes), batch=batch, proofs=proofs, tile_checks=tile_checks,
+                                  database_url=database, single=single)
     if as_json:
         print_json(result)
         return
@@ -105,6 +123,21 @@ def ledger(
             f"consistency {row['consistency_prove_ms']:.3f} + {row['consistency_verify_ms']:.3f} ms, "
             f"audit {row['audit_s']:.1f} s"
         )
+        typer.echo(
+            f"{'':>9}          tiles: published in {row['tiles_publish_s']:.2f} s ({row['tiles_dir_bytes'] / 1e6:.1f} MB), "
+            f"verify over HTTP {row['tiles_verify_ms']:.1f} ms (p99 {row['tiles_verify_p99_ms']:.1f}), "
+            f"{row['tiles_requests']:.1f} requests, {row['tiles_fetched_bytes'] / 1024:.1f} KiB fetched"
+        )
+    if "shared" in result:
+        report = result["shared"]
+        typer.echo(f"PostgreSQL {report['postgresql']} at {report['database']} beside SQLite {result['sqlite']}:")
+        for row in report["results"]:
+            typer.echo(f"{row['entries']:>9} entries: {row['appends_per_s']:>9.0f} appends/s "
+                       f"(SQLite {row['sqlite_appends_per_s']:.0f}, ratio {row['ratio']:.2f}), "
+                       f"inclusion {row['inclusion_prove_ms']:.3f} ms, audit {row['audit_s']:.1f} s")
+        one = report["single"]
+        typer.echo(f"{'':>9} single-entry appends: {one['appends_per_s']:.0f}/s "
+                   f"(SQLite {one['sqlite_appends_per_s']:.0f}/s, ratio {one['ratio']:.2f})")
 
 
 @app.command("s3t-capacity")
@@ -180,23 +213,79 @@ def forget(
 def pipeline(
     requests: int = typer.Option(1500, "--requests", min=1, help="Requests waiting in the topic for the throughput run."),
     load: int = typer.Option(100, "--load", min=2, help="Requests sent at --rate for the latency run."),
-    rate: float = typer.Option(5.0, "--rate", min=0.1, help="Requests per second in the latency run."),
+    rate: float = typer.Option(None, "--rate", min=0.01, help="Requests per second: the latency run's (default 5) "
+                               "or the soak's (default 0.5)."),
     window: float = typer.Option(2.0, "--window", min=0.0, help="Executor coalescing window, seconds."),
-    executors: int = typer.Option(1, "--executors", min=0, help="Executor processes in the latency run (0: "
-                                  "exclusions alone, no retrains)."),
+    executors: int = typer.Option(None, "--executors", min=0, help="Executor processes (0: exclusions alone, no "
+                                  "retrains); default 1, or 2 in a soak."),
+    soak: float = typer.Option(0.0, "--soak", min=0.0, metavar="MINUTES", help="Instead: a soak, a steady request "
+                               "stream for MINUTES, then a drain; reports percentiles, consumer lag, RSS growth "
+                               "and any request not in a final stage."),
+    drain: float = typer.Option(600.0, "--drain", min=0.0, help="Soak: seconds to wait after the stream for every "
+                                "request to reach a final stage."),
+    out: Path = typer.Option(Path("bench-results/soak"), "--out", help="Soak: directory for soak.json and soak.png."),
+    users: int = typer.Option(None, "--users", min=4, help="Ingest only the first N MovieLens users [default: all "
+                              "943]; fewer users: a faster setup, fewer requests possible."),
+    shared: bool = typer.Option(False, "--shared", help="Shared mode: the same workload in one run on the embedded "
+                                "backends (SQLite, local artifacts) and then on the shared ones (PostgreSQL + S3 "
+                                "object store), side by side with the ratio shared/embedded. Uses the workspace's "
+                                "database URL and object store (ERASURE_DATABASE_URL / ERASURE_OBJECT_STORE, "
+                                "erasure.toml, `erasure dev up --shared`); for one not configured, a throwaway "
+                                "PostgreSQL / SeaweedFS is started and purged afterwards."),
+    database: str = typer.Option(None, "--database", metavar="URL", help="Shared mode on this PostgreSQL server: "
+                                 "the run creates databases of its own there (the role needs CREATEDB) and drops "
+                                 "them afterwards."),
+    object_store: str = typer.Option(None, "--object-store", metavar="URL", help="Shared mode with this object "
+                                     "store (s3://BUCKET/PREFIX?endpoint=...&credentials=FILE): the run writes "
+                                     "under a prefix of its own and deletes it afterwards."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Planner throughput (requests/s from Kafka to ledger + jobs) and end-to-end latency
     percentiles (request -> excluded, certified, restored) on the configured Kafka and MLflow,
-    with a scratch workspace, MovieLens-100K and the tiny base model."""
-    from consumers.bench import run_pipeline_benchmark
+    with a scratch workspace, MovieLens-100K and the tiny base model; or, with --soak, a soak.
+    Shared mode (--shared, --database, --object-store): the same measured on the embedded and on
+    the shared backends in one run, side by side."""
     from ledger.workspace import Workspace
 
     ws = Workspace.from_env()
-    result = run_pipeline_benchmark(ws.kafka_bootstrap(), ws.mlflow_uri(), requests, load, rate, window, executors)
+    shared_mode = shared or database is not None or object_store is not None
+    if soak:
+        if shared_mode or users is not None:
+            raise BadInput("--soak takes neither --shared/--database/--object-store nor --users")
+        _soak(ws, soak, rate or 0.5, 2 if executors is None else executors, window, drain, out, as_json)
+        return
+    from consumers.bench import run_pipeline_benchmark
+
+    if shared and database is None:
+        database = ws.database_url()
+    if shared and object_store is None:
+        object_store = ws.object_store_url()
+    result = run_pipeline_benchmark(ws.kafka_bootstrap(), ws.mlflow_uri(embedded=False), requests, load,
+                                    rate or 5.0, window, 1 if executors is None else executors, users=users,
+                                    shared=shared_mode, database_url=database, object_store_url=object_store)
     if as_json:
         print_json(result)
         return
+    if "shared" in result:
+        typer.echo(f"embedded (SQLite {result['sqlite']}, local artifacts):")
+    _print_pipeline(result)
+    if "shared" in result:
+        report, comparison = result["shared"], result["comparison"]
+        typer.echo(f"shared (PostgreSQL {report['postgresql']} at {report['database']}, "
+                   f"objects in {report['object_store']}):")
+        _print_pipeline(report)
+        planner = comparison["planner_requests_per_s"]
+        typer.echo(f"shared / embedded: planner {planner['ratio']:.2f}" if planner["ratio"] is not None
+                   else "shared / embedded: planner n/a")
+        for status, cuts in comparison["latency_s"].items():
+            typer.echo(f"  -> {status:9} p50 {_times(cuts['p50']['ratio'])}, p95 {_times(cuts['p95']['ratio'])}")
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def _print_pipeline(result: dict) -> None:
     planner, latency = result["planner"], result["latency"]
     typer.echo(f"planner: {planner['requests']} requests in {planner['seconds']:.2f} s = "
                f"{planner['requests_per_s']:.0f} requests/s")
@@ -204,3 +293,42 @@ def pipeline(
                f"{latency['executors']} executors):")
     for status, cuts in latency["seconds"].items():
         typer.echo(f"  -> {status:9} p50 {cuts['p50']:.2f} s, p95 {cuts['p95']:.2f} s, p99 {cuts['p99']:.2f} s")
+
+
+def _soak(ws, minutes: float, rate: float, executors: int, window: float, drain: float, out: Path,  # type: ignore[no-untyped-def]
+          as_json: bool) -> None:
+    import json
+
+    from consumers.soak import run_soak, write_soak_plot
+
+    def progress(row: dict) -> None:
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in row["rss_mb"].items() if v is not None)
+        lag = ", ".join(f"{k} {v}" for k, v in row["lag"].items())
+        typer.echo(f"{row['t_s'] / 60:6.1f} min: sent {row['sent']}, final {row['final']}; lag {lag}; RSS MiB {rss}",
+                   err=True)
+
+    result = run_soak(ws.kafka_bootstrap(), ws.mlflow_uri(embedded=False), minutes, rate, executors, window, drain,
+                      progress=progress, logs=out / "logs")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_soak_plot(result, out / "soak.png")
+    if as_json:
+        print_json(result)
+        return
+    r = result["requests"]
+    typer.echo(f"soak: {r['sent']} requests over {minutes:g} min at {rate:g}/s, {executors} executors; "
+               f"{r['final']} final ({r['restored']} restored, {r['rejected']} rejected, {r['failed']} failed), "
+               f"{len(r['not_final'])} not final after a {result['drain_s']:.0f} s drain")
+    for failure in r["failures"]:
+        typer.echo(f"  {failure['status']} {failure['request_id']}: {failure['reason']}")
+    for status, cuts in result["seconds"].items():
+        if cuts:
+            typer.echo(f"  -> {status:9} p50 {cuts['p50']:.2f} s, p95 {cuts['p95']:.2f} s, p99 {cuts['p99']:.2f} s, "
+                       f"max {cuts['max']:.2f} s ({cuts['requests']} requests)")
+    for role, lag in result["lag"].items():
+        typer.echo(f"  lag {role:9} max {lag['max']}, at the stream's end {lag['stream_end']}, drained {lag['drained']}")
+    for proc, rss in result["rss"].items():
+        if rss:
+            typer.echo(f"  RSS {proc:11} {rss['first_mb']:.0f}, warm {rss['warm_mb']:.0f} -> {rss['last_mb']:.0f} MiB "
+                       f"(max {rss['max_mb']:.0f}; growth since warm-up {rss['growth_after_warm_up_mb']:+.0f})")
+    typer.echo(f"wrote {out}/soak.json and soak.png")

@@ -8,17 +8,24 @@ from typing import Any
 
 import typer
 
-from cli.output import print_json
+from cli.output import print_json, serve_until_interrupted
+from cli.witness import ledger_app as witness_ledger_app
 from ledger.audit import audit_log
 from ledger.errors import BadInput, ErasureError
 from ledger.keys import key_name, read_trust, role_vkey
-from ledger.log import open_ledger
+from ledger.log import open_ledger, open_log_store
 from ledger.note import Checkpoint, b64encode, parse_vkey, verify_checkpoint
 from ledger.proofs import check_proof_json, consistency_json, inclusion_json
 from ledger.store import SqliteStore
+from ledger.tiles.publish import default_tiles_dir
+from ledger.tiles.publish import publish as publish_tiles
+from ledger.tiles.serve import make_server, server_url
+from ledger.tiles.verify import verify_log
+from ledger.witness.policy import served_anchor
 from ledger.workspace import Workspace
 
 app = typer.Typer(help="Append to, prove and verify the transparency log.", no_args_is_help=True)
+app.add_typer(witness_ledger_app, name="witness")
 
 JSON_OUT = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -132,29 +139,94 @@ def check_proof(
 def verify(
     trust: Path | None = typer.Option(None, "--trust", help="Trust file (default: this workspace's ledger key)."),
     state: Path | None = typer.Option(None, "--state", help="Auditor state dir (default: $ERASURE_HOME/auditor)."),
-    db: Path | None = typer.Option(None, "--db", help="Ledger database (default: $ERASURE_HOME/ledger.db)."),
+    db: Path | None = typer.Option(None, "--db", help="Ledger database file (default: the workspace's ledger: "
+                                   "$ERASURE_HOME/ledger.db, or PostgreSQL when a database URL is set)."),
+    log: str | None = typer.Option(None, "--log", help="Verify the log served as tiles at this URL (or directory) "
+                                   "instead of a database: its checkpoint, its consistency with the last audit."),
+    entries: list[int] = typer.Option([], "--entry", min=0, help="With --log: also fetch and verify this entry "
+                                      "(repeatable) and print it."),
     as_json: bool = JSON_OUT,
 ) -> None:
-    """Recompute the whole log, check its checkpoints and its consistency with the last audit."""
+    """Recompute the whole log, check its checkpoints and its consistency with the last audit.
+    With --log, verify a served log from its tiles: no database needed. When the trust file
+    requires witnesses, the newest (or served) checkpoint must carry their cosignatures."""
     workspace = Workspace.from_env()
-    if trust is not None:
-        role = read_trust(trust).role("ledger")
+    trusted = read_trust(trust) if trust is not None else None
+    witnesses = None if trusted is None else trusted.witnesses
+    if trusted is not None:
+        role = trusted.role("ledger")
         origin, verifiers = role.origin, role.verifiers()
     else:
         origin, verifiers = key_name(workspace, "ledger"), [parse_vkey(role_vkey(workspace, "ledger"))]
-    store = SqliteStore.open(db or workspace.ledger_db, create=False)
+    if log is not None:
+        cosigned = None
+        if trusted is not None and witnesses is not None:
+            cosigned = [c.signature.name for c in served_anchor(log, trusted).cosigned]
+        return _verify_served(log, origin, verifiers, state or workspace.auditor_state, entries, as_json, cosigned)
+    if entries:
+        raise BadInput("--entry needs --log (`erasure ledger show` prints the local ledger's entries)")
+    store = SqliteStore.open(db, create=False) if db else open_log_store(workspace, create=False)
     try:
-        report = audit_log(store, verifiers, origin, state or workspace.auditor_state)
+        report = audit_log(store, verifiers, origin, state or workspace.auditor_state, witnesses)
     finally:
         store.close()
     if as_json:
         print_json(report.to_json())
         return
     typer.echo(f"ok: {report.entries} entries, checkpoint size {report.checkpoint_size} ({origin})")
+    if report.cosigned_by:
+        typer.echo(f"cosigned by the witnesses {', '.join(report.cosigned_by)}")
     if report.previous_size is not None:
         typer.echo(f"consistent with the checkpoint of size {report.previous_size} verified before")
     if report.unsigned_entries:
         typer.echo(f"{report.unsigned_entries} entries are not covered by a checkpoint yet")
+
+
+def _verify_served(url: str, origin: str, verifiers: list, state: Path, entries: list[int], as_json: bool,
+                   cosigned: list[str] | None = None) -> None:
+    report = verify_log(url, verifiers, origin, state, entries)
+    if as_json:
+        print_json({**report.to_json(), **({} if cosigned is None else {"cosigned_by": cosigned})})
+        return
+    typer.echo(f"ok: checkpoint size {report.checkpoint_size} ({origin}) served at {report.url}")
+    if cosigned:
+        typer.echo(f"cosigned by the witnesses {', '.join(cosigned)}")
+    if report.previous_size is not None:
+        typer.echo(f"consistent with the checkpoint of size {report.previous_size} verified before")
+    for index, data in sorted(report.entries.items()):
+        typer.echo(f"{index}\t{data.decode('utf-8', errors='replace')}")
+    typer.echo(f"fetched {report.fetched['requests']} resources, {report.fetched['bytes']} bytes")
+
+
+@app.command()
+def publish(
+    to: Path | None = typer.Option(None, "--to", help="Directory (default: [ledger] tiles_dir in erasure.toml, "
+                                   "else $ERASURE_HOME/tiles)."),
+    as_json: bool = JSON_OUT,
+) -> None:
+    """Publish the log as C2SP tiles (checkpoint, hash tiles, entry bundles) to a directory."""
+    workspace = Workspace.from_env()
+    directory = to or default_tiles_dir(workspace)
+    with open_ledger(workspace, create=False) as ledger:
+        result = publish_tiles(ledger.store, directory)
+    if as_json:
+        print_json(result.to_json())
+        return
+    before = "" if result.previous_size is None else f", was {result.previous_size}"
+    typer.echo(f"published checkpoint size {result.size}{before} to {directory} "
+               f"({result.tiles} tiles, {result.bundles} entry bundles written)")
+
+
+@app.command()
+def serve(
+    directory: Path | None = typer.Option(None, "--dir", help="Published tiles (default: [ledger] tiles_dir in "
+                                          "erasure.toml, else $ERASURE_HOME/tiles)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: a free one, printed)."),
+) -> None:
+    """Serve published tiles over HTTP on 127.0.0.1 (C2SP tlog-tiles) until interrupted."""
+    directory = directory or default_tiles_dir(Workspace.from_env())
+    server = make_server(directory, port)
+    serve_until_interrupted(server, f"serving {directory} at {server_url(server)}")
 
 
 @app.command("verify-checkpoint")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.output import fail, print_json
+from cli.output import fail, print_json, registry_where
 from cli.registry import CURVATURE, DAMPING, SOLVER, SOLVER_STEPS, approximate_settings
 from ledger.workspace import Workspace
 
@@ -75,6 +75,31 @@ def _send_one(fields: dict) -> None:
     typer.echo(_send([new_request({k: v for k, v in fields.items() if v is not None})])[0])
 
 
+@request_app.command()
+def extend(
+    request_id: str = typer.Argument(..., help="The request whose deadline to extend."),
+    reason: str = typer.Option(..., "--reason", help="Why more time is needed (logged; the person must be told it)."),
+    days: int = typer.Option(None, "--days", min=1, help="Extend by this many days (default: as far as the request's "
+                             "policy allows)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the deadline and its extensions as JSON."),
+) -> None:
+    """Extend a received request's legal deadline, logged in the ledger (request_extended).
+
+    Allowed as the policy the request was received under says: GDPR Art. 17 and 16 up to two
+    further months, CCPA once by up to 45 days, DROP never; and only before the deadline set at
+    receipt passes (the person must be told within the first period). Anything else exits 2.
+    """
+    from unlearning.operations.deadlines import extend as extend_deadline
+
+    deadline = extend_deadline(Workspace.from_env(), request_id, reason, days).to_json()
+    if json_out:
+        print_json(deadline)
+    else:
+        last = deadline["extensions"][-1]
+        typer.echo(f"{request_id}: deadline {last['previous']} -> {deadline['at']} (+{last['days']} days, "
+                   f"extension {len(deadline['extensions'])}, ledger index {last['index']})")
+
+
 @request_app.command("import")
 def import_requests(
     file: Path = typer.Argument(..., help="A .jsonl (one request object per line) or .csv file."),
@@ -108,7 +133,8 @@ def schema(out: Path = typer.Option(None, "--out", help="Write one <schema>.json
 
 
 def serve(
-    role: str = typer.Option("all", "--role", help="planner, executor or all."),
+    role: str = typer.Option("all", "--role", help="planner, executor, all (planner and executor) or intake (the "
+                             "HTTP intake alone: run it beside them)."),
     window: float = typer.Option(2.0, "--window", min=0.0, help="Executor: seconds to coalesce jobs of one shard."),
     prefix: str = typer.Option("", "--prefix", help="Prefix of topic and consumer-group names (e.g. 'staging.')."),
     instance: str = typer.Option(None, "--instance", help="This process's name in groups, transactions and the "
@@ -117,11 +143,19 @@ def serve(
     solver_steps: int = SOLVER_STEPS,
     damping: float | None = DAMPING,
     curvature: str = CURVATURE,
+    host: str = typer.Option("127.0.0.1", "--host", help="Intake: the address to listen on."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Intake: the port (0: a free one, logged)."),
 ) -> None:
-    """Run the planner and/or an executor until SIGINT/SIGTERM (a second signal stops at once).
+    """Run the planner and/or an executor, or the HTTP intake, until SIGINT/SIGTERM (a second
+    signal stops at once).
 
     On the first signal the unit of work in flight finishes and commits; everything else is
     handed back uncommitted to the group. One log line per handled message on stderr.
+
+    The intake (`--role intake`) takes requests over HTTP from registered senders (`erasure
+    intake add-sender`): POST /v1/requests (our schema, bearer token), POST /v1/ddrf (IAB DDRF
+    rqJWT, answered with an acJWT signed by the key of `erasure keys intake`), GET
+    /.well-known/dsrdelete.json; it produces them to the requests topic for the planner.
     """
     import logging
     import os
@@ -134,8 +168,14 @@ def serve(
         fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    service = Service(Workspace.from_env(), role, Topics(prefix), window, instance or default_instance(),
-                      solver=approximate_settings(solver, solver_steps, damping, curvature)).start()
+    ws = Workspace.from_env()
+    registry, embedded = registry_where(ws)
+    if embedded and role != "intake":
+        logging.getLogger("erasure.serve").warning(
+            "registry: %s: SQLite in this process; several processes (planner and executors apart) need an "
+            "MLflow server: `erasure dev up` or MLFLOW_TRACKING_URI", registry)
+    service = Service(ws, role, Topics(prefix), window, instance or default_instance(),
+                      solver=approximate_settings(solver, solver_steps, damping, curvature), host=host, port=port).start()
 
     def on_signal(signum: int, frame: object) -> None:
         if service.stopping:
@@ -168,9 +208,12 @@ def status(
         if at:
             typer.echo(f"  {stage:9} {at}")
     if report["deadline"]:
-        left = report["time_left_s"]
+        left, policy = report["time_left_s"], report["deadline_policy"]
         met = {True: "met", False: "missed", None: ""}[report["deadline_met"]]
-        typer.echo(f"  deadline  {report['deadline']}" + (f" ({left:.0f} s left)" if left is not None else f" ({met})"))
+        rule = [policy.get("policy"), "the sender's, earlier" if policy.get("set_by") == "sender" else None,
+                f"extended {len(policy['extensions'])}x" if policy["extensions"] else None]
+        when = met if left is None else f"{_duration(abs(left))} " + ("left" if left >= 0 else "overdue")
+        typer.echo(f"  deadline  {report['deadline']} ({', '.join(r for r in [*rule, when] if r)})")
     for model, info in report["models"].items():
         typer.echo(f"  model {model}, shards {info['shards']}")
         if info["approximate"]:
@@ -188,7 +231,35 @@ def status(
                                                   f"sha256:{r['certificate_sha256']}" if r else "retrain pending"))
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds:.0f} s"
+
+
+def check(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check the workspace's local stores, as `erasure serve` does before it starts.
+
+    SQLite's quick_check on ledger.db, records.db and the record keys; every restore journal
+    parses; the newest version of each model matches the digests its component.json recorded.
+    Exit 0 if all are sound, 2 (with one line per corrupt store) otherwise.
+    """
+    from unlearning.operations.check import check_workspace
+
+    findings = check_workspace(Workspace.from_env())
+    if json_out:
+        print_json([{"store": f.store, "path": str(f.path), "problem": f.problem} for f in findings])
+    else:
+        for f in findings:
+            typer.echo(f.line())
+    bad = [f for f in findings if f.problem]
+    if bad:
+        fail(f"{len(bad)} of {len(findings)} stores corrupt: restore the workspace from a backup")
+
+
 def register(app: typer.Typer) -> None:
+    from cli import intake
+
     app.add_typer(request_app, name="request")
+    app.add_typer(intake.app, name="intake")
     app.command()(serve)
     app.command()(status)
+    app.command()(check)

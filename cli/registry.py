@@ -46,6 +46,8 @@ def forget(
     solver_steps: int = SOLVER_STEPS,
     damping: float | None = DAMPING,
     curvature: str = CURVATURE,
+    legal_basis: str = typer.Option("GDPR Art. 17", "--legal-basis", help="Why the data must go; sets the "
+                                    "deadline by policy (GDPR Art. 17: one month, CCPA: 45 days, DROP: 45 days)."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Erase a subject from a model, synchronously.
@@ -58,7 +60,8 @@ def forget(
     from unlearning.operations.forget import forget as run_forget
 
     result = run_forget(Workspace.from_env(), name, subject, record or None, request_id, retrain=not no_retrain,
-                        approximate=approximate_settings(solver, solver_steps, damping, curvature) if approximate else None)
+                        approximate=approximate_settings(solver, solver_steps, damping, curvature) if approximate else None,
+                        legal_basis=legal_basis)
     _report(name, result, "erased", as_json)
 
 
@@ -133,13 +136,16 @@ def verify(
     trust: Path = typer.Option(None, "--trust", help="Trust file (default: this workspace's public keys)."),
     state: Path = typer.Option(None, "--state", help="Auditor state dir: audit the whole ledger against it."),
     replay: int = typer.Option(0, "--replay", min=0, help="Retrain N sampled components and compare digests."),
+    log: str = typer.Option(None, "--log", help="Check the ledger against the log served as tiles at this URL "
+                            "(or directory) instead of a local ledger.db; with --state, against the checkpoint "
+                            "verified there last time."),
     as_json: bool = JSON_OUT,
 ) -> None:
     """Verify a certified model version: signature, files, manifests, non-membership proofs,
     ledger inclusion and consistency, registry binding and aliases. Exit 0 only if all pass."""
     from unlearning.registry.verify import verify_target
 
-    result = verify_target(Workspace.from_env(), target, trust, state, replay)
+    result = verify_target(Workspace.from_env(), target, trust, state, replay, log)
     if as_json:
         print_json(result.to_json())
     else:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import typer
 
 from cli.models import print_components, version_summary
-from cli.output import fail, print_json
+from cli.output import fail, print_json, registry_where
 from ledger.errors import BadInput
 from ledger.workspace import Workspace
 from unlearning.training.config import TrainConfig
@@ -130,7 +130,7 @@ def _register(ws: Workspace, version) -> dict | None:  # type: ignore[no-untyped
         return None
     registered = register_trained(ws, version)
     typer.echo(f"certified and registered as models:/{version.name}/{registered.version} "
-               f"(alias {', '.join(registered.aliases) or '-'})", err=True)
+               f"(alias {', '.join(registered.aliases) or '-'}); registry: {registry_where(ws)[0]}", err=True)
     return {"version": registered.version, "status": registered.status, "aliases": list(registered.aliases),
             "certificate_sha256": registered.certificate_sha256}
 

@@ -1,7 +1,9 @@
 """An executor: `erasure.jobs` -> restored (retrained, certified) versions (design §2).
 
 Jobs of one model/shard that arrive within `window_s` of the first are coalesced into one
-retrain, the restore step (`unlearning.operations.steps.restore_requests`): under the model's
+retrain; when several shards' groups are due, the most urgent goes first: the one holding the
+request with the earliest deadline in force (read from the ledger: the policy's or the sender's,
+extended), then the one waiting longest. The retrain is the restore step (`unlearning.operations.steps.restore_requests`): under the model's
 lock it first finishes anything a crash left (`settle`), then restores the shard from the
 model's newest version, which already holds every other shard's latest state. A job whose
 requests are all restored for the shard is done; a shard that the newest version already
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from consumers import stages
 from consumers.stages import Outbox
@@ -31,6 +34,7 @@ from consumers.topics import Topics
 from ledger.errors import BadInput
 from producers.schemas import Job, parse
 from unlearning.operations.context import Context
+from unlearning.operations.deadlines import deadlines_of
 from unlearning.operations.steps import restore_requests
 
 
@@ -38,6 +42,11 @@ from unlearning.operations.steps import restore_requests
 class _Group:
     since: float  # monotonic time of the first job
     records: list = field(default_factory=list)
+    deadline: datetime | None = None  # the earliest deadline of the group's requests
+
+    def urgency(self) -> tuple:
+        """Sorts the most urgent first: an earlier deadline, then no deadline, then the older group."""
+        return (self.deadline is None, self.deadline.timestamp() if self.deadline else 0.0, self.since)
 
 
 class Executor:
@@ -50,13 +59,21 @@ class Executor:
         import unlearning.operations.build  # noqa: F401 - torch and transformers load at start, not in the first job
 
     def take(self, records: list) -> None:
+        jobs: list[tuple[object, Job]] = []
         for record in records:
             try:
                 job: Job = parse(record.value, Job)  # type: ignore[assignment]
             except BadInput:
                 self._malformed.append(record)  # logged when handled
                 continue
-            self._groups.setdefault((job.model, job.shard), _Group(time.monotonic())).records.append(record)
+            jobs.append((record, job))
+        deadlines = deadlines_of(self.ctx.ws, [r for _, job in jobs for r in job.request_ids]) if jobs else {}
+        for record, job in jobs:
+            group = self._groups.setdefault((job.model, job.shard), _Group(time.monotonic()))
+            group.records.append(record)
+            for due in (deadlines[r] for r in job.request_ids):
+                if due is not None and (group.deadline is None or due < group.deadline):
+                    group.deadline = due
 
     def ready(self, now: float) -> list | None:
         if self._malformed:
@@ -65,7 +82,7 @@ class Executor:
         due = [key for key, group in self._groups.items() if now - group.since >= self.window_s]
         if not due:
             return None
-        return self._groups.pop(min(due, key=lambda key: self._groups[key].since)).records
+        return self._groups.pop(min(due, key=lambda key: self._groups[key].urgency())).records
 
     def forget(self, partitions: set) -> None:
         self._malformed = [r for r in self._malformed if (r.topic, r.partition) not in partitions]

@@ -9,7 +9,9 @@
 - Offsets are committed per partition up to the first message not yet handled, so a unit that
   took later messages of a partition never commits past an earlier one still waiting.
 - A rebalance while a unit runs: the unit finishes (its ledger effects stand) but commits no
-  offsets; the partitions' owner gets the messages again and finds the work done.
+  offsets; the partitions' owner gets the messages again and finds the work done. Every
+  partition assigned, also one handed back to the same consumer, is read again from its
+  committed offset.
 - Failures (`is_transient` classifies them). A unit whose handler fails with a transient error
   (Kafka, MLflow, the registry or a database unavailable: `ServiceError`, `KafkaError`,
   `sqlite3.OperationalError`, `ConnectionError`, `TimeoutError`) is retried with backoff (1 s,
@@ -29,6 +31,8 @@
   transaction, and the loop moves on.
 - A failed Kafka transaction (the broker away) is retried with the same backoff and no budget:
   a DLQ needs the broker too, and the handler's work is already durable.
+- A failed poll (the broker away) is retried with backoff and no budget, like the transaction:
+  the service outlives a broker restart however long it takes.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from consumers.stages import Outbox
-from ledger.errors import ErasureError, ServiceError
+from ledger import failpoints
+from ledger.errors import CorruptState, ErasureError, ServiceError
 
 log = logging.getLogger("erasure.serve")
 
@@ -66,15 +71,11 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, (ServiceError, KafkaError, sqlite3.OperationalError, ConnectionError, TimeoutError))
 
 
-class CorruptState(ErasureError):
-    """A local store is corrupt: the service stops (every message would fail the same way, and
-    rejecting them would turn a disk fault into refused requests); the messages stay uncommitted."""
-
-
 def is_corrupt_state(err: BaseException) -> bool:
-    """SQLite's own corruption errors ("database disk image is malformed", "file is not a
-    database"): `sqlite3.DatabaseError` itself, not its subclasses (locks, constraints, bugs)."""
-    return type(err) is sqlite3.DatabaseError
+    """`CorruptState`, or SQLite's own corruption errors ("database disk image is malformed",
+    "file is not a database"): `sqlite3.DatabaseError` itself, not its subclasses (locks,
+    constraints, bugs). The loop stops on it; its messages stay uncommitted."""
+    return isinstance(err, CorruptState) or type(err) is sqlite3.DatabaseError
 
 
 def failure_reason(err: BaseException, retries: int | None = None) -> str:
@@ -142,6 +143,8 @@ class ConsumerLoop:
         self.assigned: frozenset = frozenset()  # partitions this consumer owns now
         self._inflight: tuple[_Unit, Future, int, float] | None = None  # unit, result, rebalances, start
         self._queue: deque[_Unit] = deque()  # units to retry (or dead-letter) before new ones
+        self._poll_failures = 0  # polls failed in a row (the broker away): the backoff
+        self._reseek: set = set()  # partitions assigned and not yet moved back to their committed offset
 
     # rebalance listener (called inside poll(), on the loop's thread)
     def on_partitions_revoked(self, revoked: Iterable) -> None:
@@ -155,7 +158,13 @@ class ConsumerLoop:
         self._queue.clear()  # its partition's new owner (maybe us again) gets the messages anew
 
     def on_partitions_assigned(self, assigned: Iterable) -> None:
-        self.assigned = self.assigned | set(assigned)
+        assigned = set(assigned)
+        self.assigned = self.assigned | assigned
+        # Every assigned partition starts again from its committed offset (`_poll` seeks there:
+        # a listener may not block on the broker). The revocation dropped what this loop held of
+        # it (buffered, queued, in flight), and a client that keeps the fetch position of a
+        # partition it is given back (kafka-python 3 does) would never deliver those again.
+        self._reseek |= assigned
         log.info("%s: assigned %s", self.handler.name,
                  ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)) or "no partitions")
 
@@ -175,7 +184,7 @@ class ConsumerLoop:
         try:
             # on stop: finish the unit in flight, hand back everything else (uncommitted)
             while not (stop.is_set() and self._inflight is None):
-                self._take(self.consumer.poll(timeout_ms=POLL_MS))
+                self._take(self._poll(stop))
                 if self._inflight is not None and self._inflight[1].done():
                     self._complete()
                 if self._inflight is None and not stop.is_set():
@@ -183,6 +192,38 @@ class ConsumerLoop:
         finally:
             self.consumer.close()
             self.producer.close()
+
+    def _poll(self, stop: threading.Event) -> dict:
+        """One poll. The broker away (a retriable Kafka error: connection refused, coordinator
+        unknown, timed out) is waited out with backoff for as long as it lasts, the unit in flight
+        going on meanwhile; any other Kafka error (the consumer closed, bad configuration) stops
+        the loop."""
+        from kafka.errors import KafkaError
+
+        try:
+            # partitions assigned in an earlier poll: back to their committed offsets before
+            # fetching (a failure here loses nothing: nothing was fetched yet)
+            for tp in sorted(self._reseek & self.consumer.assignment()):
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)  # auto_offset_reset="earliest"
+                else:
+                    self.consumer.seek(tp, committed)
+                self._reseek.discard(tp)
+            self._reseek &= self.consumer.assignment()
+            polled = self.consumer.poll(timeout_ms=POLL_MS)
+            # partitions assigned in this poll: what it fetched of them is read again after the seek
+            polled = {tp: records for tp, records in polled.items() if tp not in self._reseek}
+        except KafkaError as err:
+            if not err.retriable:
+                raise
+            self._poll_failures += 1
+            delay = min(MAX_BACKOFF_S, POLL_MS / 1000 * 2 ** (self._poll_failures - 1))
+            log.warning("%s: poll failed (%s); polling again in %.1f s", self.handler.name, failure_reason(err), delay)
+            stop.wait(delay)
+            return {}
+        self._poll_failures = 0
+        return polled
 
     def _take(self, polled: dict) -> None:
         records = [r for batch in polled.values() for r in batch]
@@ -231,6 +272,7 @@ class ConsumerLoop:
                 if owned:
                     self._failed(unit, err)
                 return
+            failpoints.reach(f"{self.handler.name}.before_commit")
             try:
                 self._commit(unit.records, outbox, owned)
             except ProducerLost:

@@ -23,7 +23,12 @@ milliseconds per request:
    request's exclusion, unless the retrain came first. Neither the batch nor the exact path
    waits for it;
 5. one job per affected model/shard, keyed model/shard. The excluder (`consumers.excluder`,
-   same role) and the executors both consume them: exclusion first, then the retrain.
+   same role) and the executors both consume them: exclusion first, then the retrain;
+6. deadlines: each request was logged with its legal deadline at receipt (the policy's, or the
+   sender's when earlier: `unlearning.operations.deadlines`), which its events carry; a request
+   planned now whose expected completion (now + the measured median time from planned to
+   restored, `unlearning.operations.pace`) is past its deadline gets a `deadline_at_risk` event
+   (schema v1.1) naming the expected time.
 
 Every step is idempotent by request id, so a redelivered batch repeats only events.
 """
@@ -31,7 +36,9 @@ Every step is idempotent by request id, so a redelivered batch repeats only even
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 
 from consumers import stages
@@ -40,16 +47,21 @@ from consumers.stages import Outbox
 from consumers.topics import Topics
 from ledger import entries
 from ledger.errors import BadInput
-from ledger.log import open_ledger
+from ledger.log import Ledger, open_ledger
 from producers.schemas import ErasureRequest, Job, parse_request
 from unlearning.data.records import RecordStore
 from unlearning.data.secrets import subject_tag
 from unlearning.operations import steps
 from unlearning.operations.approximate import latest_exact
 from unlearning.operations.context import Context
+from unlearning.operations.deadlines import policy_table
+from unlearning.operations.pace import Pace, at_risk, measured_pace
 from unlearning.operations.receive import (
     Receipt, Request, check_trainable, correction, logged_rectification, receive_many, receive_rectification,
 )
+
+
+PACE_TTL_S = 30.0  # how long a measured pace is reused: it moves slowly, and measuring reads the ledger
 
 
 class Planner(Batching):
@@ -61,6 +73,10 @@ class Planner(Batching):
         one, approximate requests get the exact path alone."""
         super().__init__()
         self.ctx, self.topics, self.approximator = ctx, topics, approximator
+        # read once: a bad [deadlines] table stops the service at start instead of failing (and
+        # so rejecting) every request; a changed one takes effect at the next start
+        self.deadlines = policy_table(ctx.ws)
+        self._pace: tuple[float, Pace | None] | None = None  # (monotonic time measured, pace)
 
     def handle(self, unit: list) -> Outbox:
         outbox = Outbox(self.topics)
@@ -85,7 +101,8 @@ class Planner(Batching):
         held = self._held([r for _, r in erasures if r.approximate])  # read before the store shreds them
         results = receive_many(self.ctx.ws, [Request(req.request_id, req.subject_id,
                                                      tuple(req.record_ids) if req.record_ids else None,
-                                                     req.model, _source(message, req)) for message, req in erasures])
+                                                     req.model, _source(message, req)) for message, req in erasures],
+                               self.deadlines)
         results += [self._rectification(message, req, held, models)
                     for message, req in valid if req.kind == "rectify_record"]
         accepted: dict[str, tuple[ErasureRequest, Receipt]] = {}
@@ -140,7 +157,7 @@ class Planner(Batching):
                 check_trainable([latest_exact(self.ctx.ws, m).config for m in scope], new)
             first = receipt is None or old.commitment.hex() in receipt.commitments
             receipt = receive_rectification(self.ctx.ws, req.request_id, old, new, req.model, receipt,
-                                            {**_source(message, req), "kind": "rectify_record"})
+                                            {**_source(message, req), "kind": "rectify_record"}, self.deadlines)
         except BadInput as err:
             return err
         if req.approximate and first:
@@ -173,15 +190,29 @@ class Planner(Batching):
         """Per request: model -> the shards that trained on its records; logged, and events."""
         plans = steps.plan(self.ctx, [(rid, [req.model] if req.model else models, receipt)
                                       for rid, (req, receipt) in accepted.items()])
-        for rid, (req, receipt) in accepted.items():
-            timing = _timing(req)
+        with open_ledger(self.ctx.ws) as ledger:
+            timings = {rid: stages.timing(ledger, rid) for rid in accepted}
+            pace = self._measured_pace(ledger) if any(plans.values()) else None
+        now = datetime.now(UTC)
+        for rid in accepted:
+            timing = timings[rid]
             outbox.event(rid, "received", **timing)
             if not plans[rid]:
                 outbox.event(rid, "planned", reason="no model was trained on these records: nothing to exclude "
                              "or retrain", **timing)
             for model, shards in plans[rid].items():
                 outbox.event(rid, "planned", model=model, shards=shards, **timing)
+            expected = at_risk(timing["deadline"], now, pace) if plans[rid] else None
+            if expected is not None:
+                outbox.event(rid, "deadline_at_risk", expected_at=expected, **timing, reason=(
+                    f"expected to complete at {expected.isoformat()} ("
+                    + (pace.describe() if pace else "no request restored yet to measure") + "), after the deadline"))
         return plans
+
+    def _measured_pace(self, ledger: Ledger) -> Pace | None:
+        if self._pace is None or time.monotonic() - self._pace[0] > PACE_TTL_S:
+            self._pace = (time.monotonic(), measured_pace(ledger))
+        return self._pace[1]
 
     def _jobs(self, plans: dict[str, dict[str, list[int]]], outbox: Outbox) -> None:
         """One job per model/shard for the batch's requests not restored there yet."""
@@ -210,10 +241,6 @@ def _request_id_of(message) -> str:  # type: ignore[no-untyped-def]
     if isinstance(rid, str) and 0 < len(rid) <= 256:
         return rid
     return stages.coordinates_id(message.topic, message.partition, message.offset)
-
-
-def _timing(req: ErasureRequest) -> dict:
-    return {"requested_at": req.requested_at, "deadline": req.deadline}
 
 
 def _source(message, req: ErasureRequest) -> dict:  # type: ignore[no-untyped-def]

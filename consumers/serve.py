@@ -1,7 +1,9 @@
 """`erasure serve`: the planner (with the excluder and the approximator) and/or an executor in
 one process, each a consumer loop in its own thread, with a transactional producer per loop;
 the approximator is a worker thread the planner hands approximate updates to, with a plain
-idempotent producer for its events.
+idempotent producer for its events. Role `intake` is the HTTP intake alone (`consumers.intake`):
+no consumer loop, a server thread producing what it accepts to the requests topic; it runs
+beside the other roles, in its own process (`all` does not include it: it listens on a port).
 
 Stopping: `stop()` lets each loop finish the unit in flight (commit it) and hand everything
 else back uncommitted, then leave the group so other members take over its partitions; the
@@ -28,9 +30,10 @@ from consumers.topics import Topics, ensure_topics
 from ledger.errors import ServiceError
 from ledger.workspace import Workspace
 from unlearning.methods.influence.solver import SolverSettings
+from unlearning.operations.check import require_sound
 from unlearning.operations.context import Context
 
-ROLES = ("planner", "executor", "all")
+ROLES = ("planner", "executor", "all", "intake")
 SESSION_TIMEOUT_MS = 10_000  # a killed member's partitions move on after this
 TRANSACTION_TIMEOUT_MS = 20_000  # a killed member's open transaction is aborted after this
 
@@ -52,17 +55,29 @@ class Service:
     errors: list[BaseException] = field(default_factory=list)
     solver: SolverSettings = field(default_factory=SolverSettings)  # the approximator's updates
     retries: int = RETRIES  # transient failures of a unit before its messages go to a DLQ (consumers.loop)
+    host: str = "127.0.0.1"  # intake: where it listens (port 0: a free port, see `intake.url`)
+    port: int = 8080
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loops: list[ConsumerLoop] = []
         self._approximator: Approximator | None = None
+        self.intake = None  # role intake: the consumers.intake.server.Intake serving
 
     def start(self) -> "Service":
+        """Check the workspace's stores (CorruptState: refuse to start), then start the loops."""
         from kafka.errors import KafkaError
 
+        for finding in require_sound(self.ws):
+            log.info("store sound: %s", finding.line())
         bootstrap = self.bootstrap or self.ws.kafka_bootstrap()
+        if self.role == "intake":  # reaches Kafka per request: it starts, and answers 503, while Kafka is away
+            from consumers.intake.server import Intake
+
+            self.intake = Intake(self.ws, self.topics, bootstrap, self.host, self.port)
+            self._start("intake", partial(self.intake.run, self._stop))
+            return self
         try:
             ensure_topics(bootstrap, self.topics)
             self._loops = self._make_loops(bootstrap)

@@ -22,6 +22,7 @@ from ledger.errors import BadInput
 from ledger.log import Ledger, open_ledger
 from ledger.workspace import Workspace
 from producers.schemas import Job, OutcomeEvent, Status, parse
+from unlearning.operations.deadlines import deadline_of
 
 log = logging.getLogger("erasure.serve")
 
@@ -36,16 +37,19 @@ def coordinates_id(topic: str, partition: int, offset: int) -> str:
 
 
 def timing(ledger: Ledger, request_id: str) -> dict:
-    """requested_at and deadline of a received request, for its events."""
+    """requested_at and the deadline in force (the policy's or the sender's, extended) of a
+    received request, for its events."""
     received = entries.read(ledger, entries.received_key(request_id))
     source = received["source"] if received else {}
-    return {"requested_at": source.get("requested_at"), "deadline": source.get("deadline")}
+    deadline = received and deadline_of(ledger, request_id, received)
+    return {"requested_at": source.get("requested_at"), "deadline": deadline.at if deadline else None}
 
 
 def outcome_event(request_id: str, status: Status, at: datetime | str | None = None, **fields: object) -> OutcomeEvent:
-    """An outcome event; `fields` are OutcomeEvent fields, None ones left out."""
+    """An outcome event (schema v1, or v1.1 where it uses a v1.1 feature); `fields` are
+    OutcomeEvent fields, None ones left out."""
     given = {k: v for k, v in fields.items() if v is not None}
-    return OutcomeEvent.model_validate({"schema": "erasure.event/v1", "request_id": request_id, "status": status,
+    return OutcomeEvent.model_validate({"request_id": request_id, "status": status,
                                         **given, **({"at": at} if at else {})})
 
 

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ledger.canonical import parse_canonical
 from ledger.errors import BadInput, VerificationFailed
+from ledger.keys import WitnessPolicy
 from ledger.merkle import CompactRange, leaf_hash, prove_consistency, stored_count, verify_consistency
 from ledger.note import Checkpoint, Verifier, verify_checkpoint
 from ledger.store import LogReader, LogStore, hash_reader
@@ -34,13 +35,17 @@ class AuditReport:
     checkpoint_size: int
     checkpoints: int
     previous_size: int | None  # size this auditor verified before; None on first use or without state
+    cosigned_by: tuple[str, ...] = ()  # the witnesses whose cosignatures a witness policy required
 
     @property
     def unsigned_entries(self) -> int:
         return self.entries - self.checkpoint_size
 
     def to_json(self) -> dict:
-        return {**asdict(self), "unsigned_entries": self.unsigned_entries}
+        doc = {**asdict(self), "unsigned_entries": self.unsigned_entries}
+        if not self.cosigned_by:  # no witness policy
+            del doc["cosigned_by"]
+        return doc
 
 
 def state_file(state_dir: Path, origin: str) -> Path:
@@ -48,25 +53,30 @@ def state_file(state_dir: Path, origin: str) -> Path:
 
 
 def audit_log(
-    store: LogStore, verifiers: Sequence[Verifier], origin: str, state_dir: Path | None = None
+    store: LogStore, verifiers: Sequence[Verifier], origin: str, state_dir: Path | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> AuditReport:
+    """With `witnesses`, the newest checkpoint must carry the cosignatures they require."""
     if store.origin != origin:
         raise VerificationFailed(f"log origin {store.origin!r} is not the trusted origin {origin!r}")
     with store.reading() as view:
         checkpoints = _verified_checkpoints(view, verifiers, origin)
         entries = _recompute(view, [cp for cp, _ in checkpoints])
         newest, newest_note = checkpoints[-1]
+        cosigned = () if witnesses is None else tuple(
+            c.signature.name for c in witnesses.check(newest_note, f"the newest checkpoint (size {newest.size})"))
         previous = None
         if state_dir is not None:
             previous = _check_saved(view, state_file(state_dir, origin), verifiers, newest)
     if state_dir is not None and (previous is None or previous.size < newest.size):
-        _save(state_file(state_dir, origin), newest_note)
+        save_state(state_file(state_dir, origin), newest_note)
     return AuditReport(
         origin=origin,
         entries=entries,
         checkpoint_size=newest.size,
         checkpoints=len(checkpoints),
         previous_size=None if previous is None else previous.size,
+        cosigned_by=cosigned,
     )
 
 
@@ -169,7 +179,7 @@ def _check_saved(view: LogReader, path: Path, verifiers: Sequence[Verifier], new
     return saved
 
 
-def _save(path: Path, note: str) -> None:
+def save_state(path: Path, note: str) -> None:
     """Replace the saved checkpoint atomically: a crash leaves the old or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

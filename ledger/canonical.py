@@ -44,9 +44,12 @@ def parse_canonical(data: bytes) -> Any:
     """Parse bytes that must already be canonical JSON (a round trip gives the same bytes)."""
     try:
         obj = json.loads(data.decode("utf-8"), parse_float=_reject_float)
+        canonical = canonical_json(obj)
     except (UnicodeDecodeError, ValueError) as err:
         raise BadInput(f"not canonical JSON: {err}") from None
-    if canonical_json(obj) != data:
+    except RecursionError:
+        raise BadInput("not canonical JSON: nested too deeply") from None
+    if canonical != data:
         raise BadInput("not canonical JSON: keys unsorted, extra whitespace or escaped characters")
     return obj
 

@@ -3,7 +3,9 @@
 A certificate is an in-toto Statement v1 (subjects = every bundle file outside `attestation/`)
 with our predicate, in a DSSE envelope signed by the certifier key. Beside it,
 `attestation/certificate.tlog-proof` proves that the `certificate_issued` ledger entry (carried
-as the proof's extra data) is in the log.
+as the proof's extra data) is in the log. A predicate that names a `modelSignature` makes the
+bundle's `model.sig` (OpenSSF model signing, `ledger.model_signature`) one of the subjects; it
+must verify with the key named, over exactly the other subjects.
 
 Bundle layout (design §7):
 
@@ -35,6 +37,7 @@ from ledger.errors import BadInput, VerificationFailed
 from ledger.keys import Trust
 from ledger.manifest import Manifest, verify_leaves_file, verify_non_membership
 from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ledger.model_signature import SIGNATURE_FILE, covers, key_hint, parse_public_pem, verify_model_signature
 from ledger.note import Checkpoint, Signer, parse_checkpoint, parse_note, verify_checkpoint
 from ledger.proofs import format_tlog_proof, parse_tlog_proof, verify_tlog_proof
 from ledger.statement import build_statement, check_subjects, parse_statement
@@ -75,6 +78,9 @@ class Erasure(_Strict):
     requestId: str
     commitments: list[Hex32]
     ledgerIndex: int = Field(ge=0)  # its request_received entry, cited in `ledger`
+    # its request_commitments entries (parts 1, 2, … of a receipt naming `parts`), cited in `ledger`;
+    # absent from certificates issued before receipts were split
+    partIndices: list[Annotated[int, Field(ge=0)]] = []
 
 
 class NonMembership(_Strict):
@@ -95,6 +101,15 @@ class LedgerEvidence(_Strict):
     entries: list[CitedEntry]
 
 
+class ModelSignatureRef(_Strict):
+    """The bundle's OpenSSF model-signing signature (`ledger.model_signature`): file, digest, key."""
+
+    file: Literal["model.sig"] = "model.sig"
+    predicateType: Literal["https://model_signing/signature/v1.0"] = "https://model_signing/signature/v1.0"
+    sha256: Hex32
+    publicKey: str  # PEM of the ECDSA P-256 key it verifies with (`model_signing verify key --public_key`)
+
+
 class Predicate(_Strict):
     claim: Literal["EXACT", "APPROXIMATE"]
     method: str
@@ -109,6 +124,7 @@ class Predicate(_Strict):
     build: dict[str, Any]
     approximation: dict[str, Any] | None = None  # solver, residual, what it does not guarantee
     ledger: LedgerEvidence
+    modelSignature: ModelSignatureRef | None = None  # absent from certificates issued before model.sig
 
     @model_validator(mode="after")
     def _claim_matches(self) -> "Predicate":
@@ -238,6 +254,24 @@ def _entry(cited: CitedEntry, checkpoint: Checkpoint) -> dict[str, Any]:
         raise VerificationFailed(f"ledger entry {cited.index}: {err}") from None
 
 
+def _model_signature(statement: dict[str, Any], bundle: Path, p: Predicate) -> str:
+    """model.sig is the file the certificate names, verifies with the key it names, and covers
+    exactly the certificate's other subjects (whose digests the subjects check recomputed)."""
+    ref = p.modelSignature
+    assert ref is not None
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    if subjects.get(SIGNATURE_FILE) != ref.sha256:
+        raise VerificationFailed(f"{SIGNATURE_FILE} is not the subject the certificate names (sha256 {ref.sha256[:16]}…)")
+    key = parse_public_pem(ref.publicKey)
+    covered = verify_model_signature(_read(bundle, SIGNATURE_FILE), key)
+    expected = {name: sha for name, sha in subjects.items() if covers(name)}
+    for name in sorted(covered.keys() | expected.keys()):
+        if covered.get(name) != expected.get(name):
+            raise VerificationFailed(f"{SIGNATURE_FILE} and the certificate disagree on bundle file {name}")
+    return (f"OpenSSF model signature by ECDSA P-256 key {key_hint(key)[:16]}… covers the "
+            f"{len(covered)} bundle files besides itself")
+
+
 def verify_certificate(bundle: Path, trust: Trust, log: Any | None = None) -> Verification:
     """Every check of design §1 that needs no model: signature, subjects, statement, manifests,
     non-membership, ledger inclusion (and consistency with `log`, a `ledger.log.Ledger`, when given).
@@ -278,6 +312,9 @@ def verify_certificate(bundle: Path, trust: Trust, log: Any | None = None) -> Ve
 
     if not v.run("subjects", lambda: (check_subjects(statement, bundle),
                                       f"{len(statement['subject'])} bundle files match their digests")[1]):
+        return v
+
+    if p.modelSignature is not None and not v.run("model signature", lambda: _model_signature(statement, bundle, p)):
         return v
 
     manifests: dict[str, Manifest] = {}
@@ -325,7 +362,18 @@ def verify_certificate(bundle: Path, trust: Trust, log: Any | None = None) -> Ve
             entry = entries.get(e.ledgerIndex)
             if entry is None or entry.get("type") != "request_received" or entry.get("request_id") != e.requestId:
                 raise VerificationFailed(f"request {e.requestId}: ledger entry {e.ledgerIndex} is not its receipt")
-            if not set(e.commitments) <= set(entry.get("commitments", [])):
+            logged = set(entry.get("commitments", []))
+            if len(e.partIndices) != entry.get("parts", 0):
+                raise VerificationFailed(f"request {e.requestId}: {len(e.partIndices)} parts cited, the receipt "
+                                         f"names {entry.get('parts', 0)}")
+            for number, index in enumerate(e.partIndices, 1):
+                part = entries.get(index)
+                if (part is None or part.get("type") != "request_commitments" or part.get("request_id") != e.requestId
+                        or part.get("part") != number):
+                    raise VerificationFailed(f"request {e.requestId}: ledger entry {index} is not part {number} "
+                                             "of its commitments")
+                logged.update(part.get("commitments", []))
+            if not set(e.commitments) <= logged:
                 raise VerificationFailed(f"request {e.requestId}: commitments differ from the logged request")
         for c in p.components:
             if c.ledgerIndex is None:

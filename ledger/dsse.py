@@ -42,7 +42,7 @@ def _b64(value: Any, what: str) -> bytes:
         raise VerificationFailed(f"DSSE envelope: {what} is not a string")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise VerificationFailed(f"DSSE envelope: {what} is not valid base64") from None
 
 
@@ -57,6 +57,8 @@ def verify_envelope(
             envelope = json.loads(envelope)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise VerificationFailed(f"DSSE envelope is not JSON: {err}") from None
+        except RecursionError:
+            raise VerificationFailed("DSSE envelope is not JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise VerificationFailed("DSSE envelope is not a JSON object")
     if envelope.get("payloadType") != payload_type:
@@ -71,7 +73,8 @@ def verify_envelope(
     for entry in signatures:
         if not isinstance(entry, dict):
             raise VerificationFailed("DSSE signature entry is not an object")
-        verifier = trusted.get(entry.get("keyid"))  # type: ignore[arg-type]
+        keyid = entry.get("keyid")
+        verifier = trusted.get(keyid) if isinstance(keyid, str) else None
         if verifier is None:
             continue
         known = True

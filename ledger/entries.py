@@ -5,10 +5,20 @@ what `Ledger.append_many` takes; `*_key` functions name entries for `Ledger.find
 Natural keys make appends idempotent: a redelivered message or a repeated command finds the
 entry it logged before instead of logging it again.
 
+Every entry must fit a C2SP tlog-tiles entry bundle (at most 65,535 bytes; `Ledger.append_many`
+refuses a larger one). Lists that grow with the input are split or bounded here: a request's
+commitments (64 hex chars each) go 512 to an entry, the receipt's `parts` naming how many
+`request_commitments` entries follow it; reasons are cut at REASON_MAX characters. The other
+lists stay small by construction: model names and shard numbers (`request_planned`), a version's
+components (one per shard or slice of one model), and the request ids a version, an exclusion or
+a purge names (one batch of requests, each id at most 256 characters).
+
 | entry type            | natural key                                  | logged by |
 |-----------------------|----------------------------------------------|-----------|
 | request_received      | request/ID                                   | receive (erasure, rectification) |
-| request_rejected      | rejected/ID                                  | the planner (bad message, unknown model or subject) |
+| request_commitments   | received/ID/part/N (N = 1, 2, …)             | receive (a request's commitments past the receipt's first 512) |
+| request_rejected      | rejected/ID                                  | the planner (bad message, unknown model or subject), the HTTP intake |
+| request_extended      | extended/ID/N (the Nth extension)            | `erasure request extend` (deadlines) |
 | request_planned       | planned/ID                                   | plan |
 | request_approximated  | approximated/ID/MODEL                        | approximate |
 | request_excluded      | excluded/ID/MODEL                            | exclude (certified exclusion) |
@@ -30,6 +40,13 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+RECEIPT_COMMITMENTS = 512  # per entry: 512 x 67 bytes ~ 34 KB, with request/source/deadline fields far below 64 KiB
+REASON_MAX = 1000  # characters of a logged reason
+
+
+def _reason(text: str) -> str:
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+
 
 class Entry(NamedTuple):
     type: str
@@ -41,8 +58,16 @@ def received_key(request_id: str) -> str:
     return f"request/{request_id}"
 
 
+def commitments_key(request_id: str, part: int) -> str:
+    return f"received/{request_id}/part/{part}"
+
+
 def rejected_key(request_id: str) -> str:
     return f"rejected/{request_id}"
+
+
+def extended_key(request_id: str, number: int) -> str:
+    return f"extended/{request_id}/{number}"
 
 
 def planned_key(request_id: str) -> str:
@@ -96,23 +121,56 @@ def planned_shards(ledger: Any, request_id: str) -> dict[str, list[int]]:
 # requests and their stages
 
 def request_received(request_id: str, kind: str, subject_tag: str, model: str | None, commitments: list[str],
-                     source: dict, fields: list[str] | None = None, activations: int | None = None) -> Entry:
+                     source: dict, fields: list[str] | None = None, activations: int | None = None,
+                     deadline: dict | None = None) -> Entry:
     """`kind`: erase_subject, erase_records or rectify_record (`fields`: what the correction changes;
-    `activations`: how many cached activation rows of the commitments the request deletes)."""
+    `activations`: how many cached activation rows of the commitments the request deletes;
+    `deadline`: the legal deadline set at receipt and the terms it was set under).
+
+    The entry keeps the first RECEIPT_COMMITMENTS commitments; with more, `parts` names how many
+    `request_commitments` entries (`request_parts`) carry the rest, logged in the same append."""
     data = {"request_id": request_id, "kind": kind, "subject_tag": subject_tag, "model": model,
-            "commitments": commitments, "source": source}
+            "commitments": commitments[:RECEIPT_COMMITMENTS], "source": source}
+    parts = len(request_parts(request_id, commitments))
+    if parts:
+        data["parts"] = parts
     if fields is not None:
         data["fields"] = fields
     if activations is not None:
         data["activations"] = activations
+    if deadline is not None:
+        data["deadline"] = deadline
     return Entry("request_received", data, received_key(request_id))
 
 
-def request_rejected(request_id: str, reason: str, kafka: dict | None = None) -> Entry:
-    data: dict[str, Any] = {"request_id": request_id, "reason": reason}
+def request_commitments(request_id: str, part: int, commitments: list[str]) -> Entry:
+    """Part `part` (1, 2, …) of a request's commitments past its receipt's."""
+    return Entry("request_commitments", {"request_id": request_id, "part": part, "commitments": commitments},
+                 commitments_key(request_id, part))
+
+
+def request_parts(request_id: str, commitments: list[str]) -> list[Entry]:
+    """The `request_commitments` entries that follow a `request_received` of `commitments`
+    (none for up to RECEIPT_COMMITMENTS); append them with the receipt."""
+    n = RECEIPT_COMMITMENTS
+    return [request_commitments(request_id, i // n, commitments[i : i + n]) for i in range(n, len(commitments), n)]
+
+
+def request_rejected(request_id: str, reason: str, kafka: dict | None = None, source: dict | None = None) -> Entry:
+    """`kafka`: the message's coordinates (the planner); `source`: where else it came from (the HTTP intake)."""
+    data: dict[str, Any] = {"request_id": request_id, "reason": _reason(reason)}
     if kafka is not None:
         data["kafka"] = kafka
+    if source is not None:
+        data["source"] = source
     return Entry("request_rejected", data, rejected_key(request_id))
+
+
+def request_extended(request_id: str, number: int, deadline: str, previous: str, days: int, reason: str) -> Entry:
+    """The `number`th extension of a request's deadline, from `previous` to `deadline` (ISO, UTC)."""
+    return Entry("request_extended", {"request_id": request_id, "number": number, "deadline": deadline,
+                                      "previous": previous, "days": days, "reason": _reason(reason)},
+                 extended_key(request_id, number))
 
 
 def request_planned(request_id: str, models: dict[str, list[int]]) -> Entry:
@@ -122,7 +180,7 @@ def request_planned(request_id: str, models: dict[str, list[int]]) -> Entry:
 
 def request_approximated(request_id: str, model: str, reason: str, version: int | None = None,
                          registry_version: int | None = None, certificate_sha256: str | None = None) -> Entry:
-    data = {"request_id": request_id, "model": model, "reason": reason, "version": version,
+    data = {"request_id": request_id, "model": model, "reason": _reason(reason), "version": version,
             "registry_version": registry_version, "certificate_sha256": certificate_sha256}
     return Entry("request_approximated", {k: v for k, v in data.items() if v is not None},
                  approximated_key(request_id, model))
@@ -137,7 +195,7 @@ def request_excluded(request_id: str, model: str, version: int, registry_version
 
 
 def exclusion_deferred(request_id: str, model: str, reason: str) -> Entry:
-    return Entry("exclusion_deferred", {"request_id": request_id, "model": model, "reason": reason},
+    return Entry("exclusion_deferred", {"request_id": request_id, "model": model, "reason": _reason(reason)},
                  excluded_key(request_id, model))
 
 
@@ -151,7 +209,7 @@ def request_restored(request_id: str, model: str, shard: int, version: int, regi
 
 
 def request_failed(request_id: str, model: str, reason: str) -> Entry:
-    return Entry("request_failed", {"request_id": request_id, "model": model, "reason": reason},
+    return Entry("request_failed", {"request_id": request_id, "model": model, "reason": _reason(reason)},
                  failed_key(request_id))
 
 

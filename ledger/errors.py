@@ -27,3 +27,20 @@ class ServiceError(ErasureError):
     """A required local service or tool (Kafka, MLflow, Java, Maven) is missing or down (exit 2)."""
 
     exit_code = 2
+
+
+class CorruptState(ErasureError):
+    """A local store failed an integrity check: a SQLite file SQLite calls malformed, a
+    checkpoint whose digest is not the one its component recorded, an unreadable journal (exit 2).
+    A service stops on it: every message would fail the same way, and rejecting them would turn
+    a disk fault into refused requests."""
+
+    exit_code = 2
+
+
+class LeaseLost(ServiceError):
+    """A model's lease (the shared deployment's model lock) expired or was taken over while a
+    version was being made: nothing is published. Transient for the services: the retry waits
+    for the new holder and finds the work done (exit 2)."""
+
+    exit_code = 2

@@ -9,6 +9,7 @@ with the last one it signed.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.canonical import canonical_json
-from ledger.errors import BadInput, VerificationFailed
+from ledger.errors import BadInput, ErasureError, VerificationFailed
 from ledger.keys import key_name, load_signer
 from ledger.merkle import (
     CompactRange,
@@ -29,12 +30,16 @@ from ledger.merkle import (
     tree_root,
     verify_consistency,
 )
-from ledger.note import Checkpoint, Signer, parse_checkpoint, parse_note, sign_checkpoint
+from ledger.note import Checkpoint, Signer, add_signatures, parse_checkpoint, parse_note, sign_checkpoint
 from ledger.proofs import format_tlog_proof
 from ledger.store import LogReader, LogStore, SqliteStore, hash_reader
+from ledger.tiles.layout import MAX_ENTRY_BYTES
+from ledger.tiles.publish import publish, tiles_dir
+from ledger.witness.collect import Cosigning
 from ledger.workspace import Workspace
 
 ENTRY_VERSION = 1
+log = logging.getLogger("erasure.ledger")
 RESERVED_FIELDS = ("type", "v", "at")
 _ENTRY_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 
@@ -63,6 +68,8 @@ class Ledger:
             raise BadInput(f"signing key {signer.name!r} is not named after the log origin {store.origin!r}")
         self.store = store
         self.signer = signer
+        self.tiles_dir: Path | None = None  # where each checkpoint publishes the log as tiles
+        self.witnesses: Cosigning | None = None  # who cosigns each checkpoint
 
     @classmethod
     def open(cls, path: Path, origin: str, signer: Signer | None = None, create: bool = True) -> "Ledger":
@@ -91,7 +98,8 @@ class Ledger:
         return self.append_many([(entry_type, data, natural_key)])[0]
 
     def append_many(self, items: Sequence[NewEntry]) -> list[int]:
-        """Append (type, data[, natural key]) items in one transaction; returns their indices."""
+        """Append (type, data[, natural key]) items in one transaction; returns their indices.
+        BadInput, with nothing logged, if an entry is over MAX_ENTRY_BYTES."""
         at = utc_now()
         prepared = []
         for item in items:
@@ -99,6 +107,9 @@ class Ledger:
             if key is not None and (not isinstance(key, str) or not key):
                 raise BadInput("a natural key must be a non-empty string")
             entry = make_entry(entry_type, data, at)
+            if len(entry) > MAX_ENTRY_BYTES:  # the log could no longer be published as tiles
+                raise BadInput(f"a {entry_type} entry of {len(entry)} bytes is over the {MAX_ENTRY_BYTES} bytes a "
+                               "tlog-tiles entry bundle holds: nothing logged")
             prepared.append((key, entry, leaf_hash(entry)))
         with self.store.writing() as view:
             known = view.find_keys([key for key, _, _ in prepared if key is not None])
@@ -182,15 +193,42 @@ class Ledger:
         with self.store.writing() as view:
             size = view.size()
             latest = view.latest_checkpoint()
+            previous = size
             if latest is not None and latest[0] == size:
-                return latest[1]
-            read = hash_reader(view)
-            root = tree_root(read, size)
-            if latest is not None:
-                _check_extends(read, _unverified_checkpoint(latest[1]), size, root)
-            note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
-            view.insert_checkpoint(size, note)
+                note = latest[1]
+            else:
+                previous = 0 if latest is None else latest[0]
+                read = hash_reader(view)
+                root = tree_root(read, size)
+                if latest is not None:
+                    _check_extends(read, _unverified_checkpoint(latest[1]), size, root)
+                note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
+                view.insert_checkpoint(size, note)
+        if self.witnesses is not None:  # also when nothing is new: a witness that was away may cosign now
+            note = self._cosign(note, size, previous)
+        if self.tiles_dir is not None:  # also when nothing is new: a publish a crash left undone
+            self._publish(self.tiles_dir)
         return note
+
+    def _publish(self, directory: Path) -> None:
+        """Publish the tiles; a failure costs one warning line, never the checkpoint (the next
+        checkpoint publishes again; `erasure ledger publish` reports it as an error)."""
+        try:
+            publish(self.store, directory)
+        except ErasureError as err:
+            log.warning("the ledger's tiles in %s are not updated: %s", directory, err)
+
+    def _cosign(self, note: str, size: int, previous: int) -> str:
+        """The note with the cosignatures the witnesses give it, stored in its place."""
+        assert self.witnesses is not None
+        signatures = self.witnesses.collect(note, previous, self.consistency_proof)
+        if not signatures:
+            return note
+        cosigned = add_signatures(note, signatures)
+        with self.store.writing() as view:
+            if not view.replace_checkpoint(size, note, cosigned):  # another process cosigned it meanwhile
+                return note
+        return cosigned
 
     def tlog_proof(self, index: int) -> str:
         """C2SP tlog-proof for entry `index` against the newest checkpoint (signing one if needed)."""
@@ -216,10 +254,45 @@ def _check_extends(read: HashReader, previous: Checkpoint, size: int, root: byte
         raise VerificationFailed(f"{refusal}: not consistent with the checkpoint of size {previous.size}: {err}") from None
 
 
+def open_log_store(workspace: Workspace, origin: str | None = None, create: bool = True) -> LogStore:
+    """The workspace's log: on PostgreSQL when it has a database URL (`Workspace.database_url`),
+    else the embedded SQLite file `ledger.db`. Every caller opening the workspace's ledger uses this."""
+    url = workspace.database_url()
+    if url is None:
+        return SqliteStore.open(workspace.ledger_db, origin, create)
+    from ledger.postgres_store import PostgresStore  # psycopg: not in the auditor's base install
+
+    return PostgresStore.open(url, origin, create)
+
+
+def log_exists(workspace: Workspace) -> bool:
+    """Whether the workspace has a ledger yet, creating nothing (ServiceError: the database is down)."""
+    url = workspace.database_url()
+    if url is None:
+        return workspace.ledger_db.exists()
+    from ledger.postgres_store import PostgresStore
+
+    return PostgresStore.exists(url)
+
+
+def log_location(workspace: Workspace) -> str:
+    """Where the workspace's ledger is, for messages: the file, or the database (no credentials)."""
+    url = workspace.database_url()
+    if url is None:
+        return str(workspace.ledger_db)
+    from ledger.postgres_store import describe
+
+    return describe(url)
+
+
 def open_ledger(workspace: Workspace, sign: bool = False, create: bool = True) -> Ledger:
     """The workspace's ledger; with `sign`, loaded with the ledger key so it can checkpoint."""
     origin = key_name(workspace, "ledger")
     signer = load_signer(workspace, "ledger") if sign else None
     if create:
         workspace.ensure()
-    return Ledger.open(workspace.ledger_db, origin, signer, create)
+    ledger = Ledger(open_log_store(workspace, origin, create), signer)  # ledger.db, or PostgreSQL when shared
+    ledger.tiles_dir = tiles_dir(workspace)
+    if sign:
+        ledger.witnesses = Cosigning.configured(workspace)
+    return ledger

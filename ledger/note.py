@@ -5,6 +5,10 @@ A note is UTF-8 text ending in a newline, a blank line, then signature lines
 `— <name> base64(key id[4] || signature)`. Signatures from unknown keys are ignored (that is what
 makes key rotation possible); a signature from a known key must verify, and at least one must.
 Malformed or unverifiable notes raise VerificationFailed: a note is untrusted input until verified.
+
+Witnesses add C2SP tlog-cosignature/v1 signatures (https://c2sp.org/tlog-cosignature, type 0x04):
+timestamped Ed25519 signatures over `cosignature/v1\ntime <t>\n` + the checkpoint text, in the same
+note. A cosignature verifier is one more note verifier, so `open_note` takes both kinds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from ledger.errors import BadInput, VerificationFailed
 from ledger.merkle import HASH_SIZE
 
 ALG_ED25519 = 0x01
+ALG_COSIGNATURE_V1 = 0x04  # timestamped Ed25519 cosignature (tlog-cosignature v1)
+MAX_TIMESTAMP = (1 << 63) - 1
 MAX_SIGNATURES = 64  # the spec asks verifiers to accept at least 16
 MAX_NOTE_BYTES = 1_000_000
 _SIG_PREFIX = "\u2014 "  # em dash, space
@@ -47,26 +53,35 @@ def b64encode(raw: bytes) -> str:
 
 
 def check_key_name(name: str) -> str:
-    if not name or "+" in name or any(ch.isspace() for ch in name):
-        raise BadInput(f"invalid key name {name!r}: it must be non-empty, without spaces or '+'")
+    if not name or "+" in name or any(ch.isspace() for ch in name) or not _encodable(name):
+        raise BadInput(f"invalid key name {name!r}: it must be non-empty UTF-8, without spaces or '+'")
     return name
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode: a str from a lenient decoder may hold lone surrogates."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def raw_public_key(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
-    """C2SP key ID: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
-    data = name.encode() + b"\n" + bytes([ALG_ED25519]) + raw_public_key(public_key)
+def key_id(name: str, public_key: Ed25519PublicKey, alg: int = ALG_ED25519) -> bytes:
+    """C2SP key ID: SHA-256(name || 0x0A || alg || public key)[:4] (alg 0x01 signs notes, 0x04 cosigns)."""
+    data = name.encode() + b"\n" + bytes([alg]) + raw_public_key(public_key)
     return hashlib.sha256(data).digest()[:4]
 
 
-def vkey(name: str, public_key: Ed25519PublicKey) -> str:
-    """Verifier key text: `name+hex8(key id)+base64(0x01 || public key)`."""
+def vkey(name: str, public_key: Ed25519PublicKey, alg: int = ALG_ED25519) -> str:
+    """Verifier key text: `name+hex8(key id)+base64(alg || public key)`."""
     check_key_name(name)
-    encoded = b64encode(bytes([ALG_ED25519]) + raw_public_key(public_key))
-    return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
+    encoded = b64encode(bytes([alg]) + raw_public_key(public_key))
+    return f"{name}+{key_id(name, public_key, alg).hex()}+{encoded}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,11 @@ class Verifier:
 
 def parse_vkey(text: str) -> Verifier:
     """Parse `name+hex8+base64(0x01 || key)`; BadInput when it is not a valid Ed25519 vkey."""
+    name, hex_id, public_key = _parse_vkey(text, ALG_ED25519, "an Ed25519 key (type 0x01 + 32 bytes)")
+    return Verifier(name, bytes.fromhex(hex_id), public_key)
+
+
+def _parse_vkey(text: str, alg: int, kind: str) -> tuple[str, str, Ed25519PublicKey]:
     # Names cannot contain '+', base64 can: split at most twice.
     parts = text.strip().split("+", 2)
     if len(parts) != 3:
@@ -101,12 +121,12 @@ def parse_vkey(text: str) -> Verifier:
         raw = b64decode(encoded, "verifier key")
     except VerificationFailed as err:
         raise BadInput(f"verifier key {name}: {err}") from None
-    if len(raw) != 33 or raw[0] != ALG_ED25519:
-        raise BadInput(f"verifier key {name}: not an Ed25519 key (type 0x01 + 32 bytes)")
+    if len(raw) != 33 or raw[0] != alg:
+        raise BadInput(f"verifier key {name}: not {kind}")
     public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if key_id(name, public_key).hex() != hex_id:
+    if key_id(name, public_key, alg).hex() != hex_id:
         raise BadInput(f"verifier key {name}: key ID {hex_id} does not match the key")
-    return Verifier(name, bytes.fromhex(hex_id), public_key)
+    return name, hex_id, public_key
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,8 @@ def parse_note(note: str | bytes) -> Note:
             note = note.decode("utf-8")
         except UnicodeDecodeError:
             raise VerificationFailed("note is not valid UTF-8") from None
+    elif not _encodable(note):
+        raise VerificationFailed("note is not valid UTF-8 (it holds lone surrogates)")
     elif len(note.encode()) > MAX_NOTE_BYTES:
         raise VerificationFailed(f"note is larger than {MAX_NOTE_BYTES} bytes")
     split = note.rfind("\n\n")
@@ -203,7 +225,7 @@ def parse_note(note: str | bytes) -> Note:
     return Note(text, tuple(signatures))
 
 
-def open_note(note: str | bytes, verifiers: Sequence[Verifier]) -> Note:
+def open_note(note: str | bytes, verifiers: Sequence[Verifier | CosignatureVerifier]) -> Note:
     """Parse and verify a signed note; returns it with the names of the keys that verified it."""
     parsed = parse_note(note)
     known = {(v.name, v.key_id): v for v in verifiers}
@@ -264,3 +286,116 @@ def verify_checkpoint(note: str | bytes, verifiers: Sequence[Verifier], origin: 
     if origin is not None and checkpoint.origin != origin:
         raise VerificationFailed(f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}")
     return checkpoint
+
+
+# Witness cosignatures: C2SP tlog-cosignature/v1, Ed25519 (type 0x04).
+
+COSIGNATURE_BYTES = 8 + 64  # u64 big-endian timestamp || Ed25519 signature
+
+
+def cosigned_message(text: str | bytes, timestamp: int) -> bytes:
+    """What a cosignature/v1 signs: a header line, a time line, then the checkpoint text."""
+    body = text.encode() if isinstance(text, str) else text
+    return b"cosignature/v1\ntime %d\n" % timestamp + body
+
+
+def cosignature_time(signature: bytes) -> int:
+    """The POSIX timestamp a cosignature (the bytes after the key ID) carries."""
+    return int.from_bytes(signature[:8], "big")
+
+
+@dataclass(frozen=True)
+class CosignatureVerifier:
+    """A witness's cosignature/v1 key: a note verifier whose signatures are timestamp || Ed25519."""
+
+    name: str
+    key_id: bytes
+    public_key: Ed25519PublicKey
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        if len(signature) != COSIGNATURE_BYTES or cosignature_time(signature) > MAX_TIMESTAMP:
+            return False
+        try:
+            self.public_key.verify(signature[8:], cosigned_message(message, cosignature_time(signature)))
+        except InvalidSignature:
+            return False
+        return True
+
+    @property
+    def vkey(self) -> str:
+        return vkey(self.name, self.public_key, ALG_COSIGNATURE_V1)
+
+
+def parse_cosigner_vkey(text: str) -> CosignatureVerifier:
+    """Parse a witness vkey `name+hex8+base64(0x04 || key)`; BadInput when it is not one."""
+    name, hex_id, public_key = _parse_vkey(text, ALG_COSIGNATURE_V1, "an Ed25519 cosigner key (type 0x04 + 32 bytes)")
+    return CosignatureVerifier(name, bytes.fromhex(hex_id), public_key)
+
+
+@dataclass(frozen=True)
+class CosignatureSigner:
+    name: str
+    private_key: Ed25519PrivateKey
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+
+    def __repr__(self) -> str:  # never print key material
+        return f"CosignatureSigner(name={self.name!r})"
+
+    @property
+    def verifier(self) -> CosignatureVerifier:
+        public_key = self.private_key.public_key()
+        return CosignatureVerifier(self.name, key_id(self.name, public_key, ALG_COSIGNATURE_V1), public_key)
+
+    def cosign(self, text: str, timestamp: int) -> Signature:
+        """A cosignature/v1 of a checkpoint's text at `timestamp` (POSIX seconds)."""
+        if not 0 <= timestamp <= MAX_TIMESTAMP:
+            raise BadInput(f"cosignature timestamp {timestamp} is outside 0..2^63-1")
+        raw = timestamp.to_bytes(8, "big") + self.private_key.sign(cosigned_message(text, timestamp))
+        return Signature(self.name, self.verifier.key_id, raw)
+
+
+def format_signature(signature: Signature) -> str:
+    """One note signature line: `— <name> base64(key ID || signature)`, newline-terminated."""
+    return f"{_SIG_PREFIX}{signature.name} {b64encode(signature.key_id + signature.signature)}\n"
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    witness: str  # the witness's vkey
+    timestamp: int
+    signature: Signature
+
+
+def verified_cosignatures(note: str | bytes, witnesses: Sequence[CosignatureVerifier]) -> list[Cosignature]:
+    """The valid cosignatures on a note by `witnesses`, one per witness key (its newest), in the
+    order of `witnesses`. Signatures by other keys are ignored; one by a known witness key that
+    does not verify rejects the note, as in `open_note`. Checks no log signature."""
+    parsed = parse_note(note)
+    known = {(w.name, w.key_id): w for w in witnesses}
+    message = parsed.text.encode()
+    found: dict[str, Cosignature] = {}
+    for sig in parsed.signatures:
+        witness = known.get((sig.name, sig.key_id))
+        if witness is None:
+            continue
+        if not witness.verify(message, sig.signature):
+            raise VerificationFailed(f"invalid cosignature by witness {sig.name}+{sig.key_id.hex()}")
+        cosignature = Cosignature(witness.vkey, cosignature_time(sig.signature), sig)
+        if witness.vkey not in found or found[witness.vkey].timestamp < cosignature.timestamp:
+            found[witness.vkey] = cosignature
+    return [found[w.vkey] for w in witnesses if w.vkey in found]
+
+
+def add_signatures(note: str, signatures: Sequence[Signature]) -> str:
+    """The note with `signatures` appended as signature lines; a line it already carries, or a
+    second signature by the same key (name and key ID), replaces nothing and is not added."""
+    parsed = parse_note(note)
+    have = {(s.name, s.key_id) for s in parsed.signatures}
+    lines = []
+    for sig in signatures:
+        if (sig.name, sig.key_id) not in have:
+            have.add((sig.name, sig.key_id))
+            lines.append(format_signature(sig))
+    return note + "".join(lines)

@@ -52,6 +52,8 @@ def parse_statement(payload: bytes, predicate_type: str) -> dict[str, Any]:
         statement = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise VerificationFailed(f"statement is not JSON: {err}") from None
+    except RecursionError:
+        raise VerificationFailed("statement is not JSON: nested too deeply") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise VerificationFailed(f"statement _type is not {STATEMENT_TYPE}")
     if statement.get("predicateType") != predicate_type:
@@ -76,7 +78,8 @@ def check_subjects(statement: dict[str, Any], bundle: Path) -> None:
     actual = bundle_digests(bundle)
     for name in sorted(claimed.keys() | actual.keys()):
         if name not in actual:
-            raise VerificationFailed(f"bundle file {name} is missing")
+            shown = name if name.isprintable() else repr(name)  # the statement's, untrusted: one line
+            raise VerificationFailed(f"bundle file {shown} is missing")
         if name not in claimed:
             raise VerificationFailed(f"bundle file {name} is not covered by the certificate")
         if claimed[name] != actual[name]:

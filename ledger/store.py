@@ -3,8 +3,8 @@
 The store keeps bytes; it does no hashing and no signing. `Ledger` computes every hash inside
 `writing()`, which is exclusive (one writer at a time, across processes) and atomic: a crash
 leaves either the whole batch (entries + their tree hashes [+ checkpoint]) or none of it.
-A PostgreSQL store implements the same protocol (a transaction holding an advisory lock) and
-no caller changes.
+`ledger.postgres_store.PostgresStore` implements the same protocol on PostgreSQL (a transaction
+holding an advisory lock) for shared deployments; `ledger.log.open_log_store` picks the workspace's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from ledger.errors import BadInput, ServiceError, VerificationFailed
+from ledger.errors import BadInput, CorruptState, ServiceError, VerificationFailed
 from ledger.merkle import HashReader, Node, stored_index
 
 SCHEMA_VERSION = "1"
@@ -44,6 +44,9 @@ class LogReader(Protocol):
     def find_keys(self, keys: Sequence[str]) -> dict[str, int]:
         """Index of each natural key already in the log."""
 
+    def iter_keys(self) -> Iterator[tuple[int, str]]:
+        """Every (index, natural key) of the entries logged with one, in index order."""
+
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored (size, signed note), by size."""
 
@@ -57,6 +60,10 @@ class LogWriter(LogReader, Protocol):
     def insert_hashes(self, rows: Sequence[tuple[int, bytes]]) -> None: ...
 
     def insert_checkpoint(self, size: int, note: str) -> None: ...
+
+    def replace_checkpoint(self, size: int, old: str, new: str) -> bool:
+        """Store `new` as the note of size `size` if it still is `old` (cosignatures were added)."""
+        ...
 
 
 def hash_reader(view: LogReader) -> HashReader:
@@ -130,6 +137,9 @@ class _SqliteView:
             found.update(self._db.execute(f"SELECT nkey, idx FROM entries WHERE nkey IN ({marks})", chunk))
         return found
 
+    def iter_keys(self) -> Iterator[tuple[int, str]]:
+        yield from self._db.execute("SELECT idx, nkey FROM entries WHERE nkey IS NOT NULL ORDER BY idx")
+
     def checkpoints(self) -> list[tuple[int, str]]:
         return list(self._db.execute("SELECT size, note FROM checkpoints ORDER BY size"))
 
@@ -144,6 +154,10 @@ class _SqliteView:
 
     def insert_checkpoint(self, size: int, note: str) -> None:
         self._db.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
+
+    def replace_checkpoint(self, size: int, old: str, new: str) -> bool:
+        cursor = self._db.execute("UPDATE checkpoints SET note = ? WHERE size = ? AND note = ?", (new, size, old))
+        return cursor.rowcount == 1
 
 
 class SqliteStore:
@@ -181,8 +195,10 @@ class SqliteStore:
                         [("schema", SCHEMA_VERSION), ("origin", origin)],
                     )
                     stored = {"schema": SCHEMA_VERSION, "origin": origin}
+        except sqlite3.OperationalError as err:
+            raise ServiceError(f"cannot open ledger {path}: {err}") from None
         except sqlite3.DatabaseError as err:
-            raise BadInput(f"cannot open ledger {path}: {err}") from None
+            raise CorruptState(f"ledger {path} is corrupt: {err}") from None
         if stored.get("schema") != SCHEMA_VERSION:
             raise BadInput(f"ledger {path} has schema {stored.get('schema')!r}, expected {SCHEMA_VERSION}")
         if origin is not None and stored.get("origin") != origin:
@@ -204,7 +220,11 @@ class SqliteStore:
 
 
 @contextmanager
-def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+def sqlite_transaction(db: sqlite3.Connection, begin: str, store: str,
+                       inconsistent: str | None = None) -> Iterator[None]:
+    """`begin` ... COMMIT, rolled back on any exception; SQLite's errors become one line naming
+    `store`: its own corruption errors ("malformed", "not a database") CorruptState, a broken
+    constraint VerificationFailed(`inconsistent`) when given, anything else ServiceError."""
     try:
         db.execute(begin)
         try:
@@ -214,6 +234,15 @@ def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
             raise
         db.execute("COMMIT")
     except sqlite3.IntegrityError as err:
-        raise VerificationFailed(f"ledger storage is inconsistent (run `erasure ledger verify`): {err}") from None
+        if inconsistent is None:
+            raise ServiceError(f"{store} error: {err}") from None
+        raise VerificationFailed(f"{inconsistent}: {err}") from None
     except sqlite3.Error as err:
-        raise ServiceError(f"ledger database error: {err}") from None
+        if type(err) is sqlite3.DatabaseError:
+            raise CorruptState(f"{store} is corrupt: {err}") from None
+        raise ServiceError(f"{store} error: {err}") from None
+
+
+def _transaction(db: sqlite3.Connection, begin: str):  # type: ignore[no-untyped-def]
+    return sqlite_transaction(db, begin, "ledger database",
+                              inconsistent="ledger storage is inconsistent (run `erasure ledger verify`)")

@@ -23,16 +23,21 @@ def subject_key(subject_id: str) -> bytes:
 
 
 class RequestProducer:
-    def __init__(self, workspace: Workspace, bootstrap: str | None = None, topic: str = REQUESTS) -> None:
+    def __init__(self, workspace: Workspace, bootstrap: str | None = None, topic: str = REQUESTS,
+                 timeout_s: float = 30.0) -> None:
+        """`timeout_s` bounds each wait on Kafka: reaching it, and a send's acknowledgement."""
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
         self.workspace = workspace
         self.topic = topic
+        self.timeout_s = timeout_s
         bootstrap = bootstrap or workspace.kafka_bootstrap()
+        wait_ms = int(timeout_s * 1000)
         try:
             self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                           linger_ms=5, request_timeout_ms=15_000)
+                                           linger_ms=5, request_timeout_ms=min(15_000, wait_ms),
+                                           bootstrap_timeout_ms=wait_ms, max_block_ms=wait_ms)
         except KafkaError as err:
             raise ServiceError(f"cannot reach Kafka at {bootstrap}: {err}") from None
 
@@ -41,21 +46,21 @@ class RequestProducer:
         from kafka.errors import KafkaError
 
         futures = []
-        for req in requests:
-            key = subject_key(req.subject_id)
-            headers = [("schema", req.schema_.encode())]
-            futures.append((req.request_id, self._producer.send(self.topic, key=key, value=req.to_bytes(),
-                                                                headers=headers)))
-        self._producer.flush()
         try:
-            for _, fut in futures:
-                fut.get(timeout=30)
+            for req in requests:
+                key = subject_key(req.subject_id)
+                headers = [("schema", req.schema_.encode())]
+                futures.append((req.request_id, self._producer.send(self.topic, key=key, value=req.to_bytes(),
+                                                                    headers=headers)))
+            for _, fut in futures:  # linger_ms sends them; each wait is bounded (a flush would not be)
+                fut.get(timeout=self.timeout_s)
         except KafkaError as err:
             raise ServiceError(f"Kafka did not acknowledge a request: {err}") from None
         return [rid for rid, _ in futures]
 
-    def close(self) -> None:
-        self._producer.close()
+    def close(self, timeout_s: float | None = None) -> None:
+        """Close, waiting up to `timeout_s` (None: as long as it takes) for requests still buffered."""
+        self._producer.close(timeout=timeout_s)
 
     def __enter__(self) -> "RequestProducer":
         return self

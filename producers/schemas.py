@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -22,6 +23,9 @@ REQUEST_SCHEMA = "erasure.request/v1"
 REQUEST_SCHEMA_V1_1 = "erasure.request/v1.1"
 JOB_SCHEMA = "erasure.job/v1"
 EVENT_SCHEMA = "erasure.event/v1"
+# v1.1 (minor): adds status deadline_at_risk and its expected_at; every other event stays v1,
+# so a v1 consumer reads them as before. An event that uses them names v1.1.
+EVENT_SCHEMA_V1_1 = "erasure.event/v1.1"
 # the largest message value parse() reads (Kafka's default limit): anything larger is rejected
 # before it is decoded
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -34,12 +38,23 @@ def utcnow() -> datetime:
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps need a timezone (e.g. 2026-11-22T10:00:00Z)")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: pydantic turns only ValueError into a reason
+        raise ValueError("timestamp is out of range in UTC") from None
 
 
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 Content = Annotated[str, Field(min_length=1, max_length=65536)]
+
+
+def _name_minor_version(data: object, schema: str, uses: Callable[[dict], bool]) -> object:
+    """A message built in code without a schema names the minor version `schema` exactly when it
+    `uses` one of its features, so everything else stays readable by the older consumers."""
+    if isinstance(data, dict) and "schema" not in data and "schema_" not in data and uses(data):
+        return {**data, "schema": schema}
+    return data
 
 
 class _Message(BaseModel):
@@ -71,11 +86,8 @@ class ErasureRequest(_Message):
     @model_validator(mode="before")
     @classmethod
     def _minor_version(cls, data: object) -> object:
-        """Built in code without a schema: v1.1 exactly when a v1.1 feature is used."""
-        if isinstance(data, dict) and "schema" not in data and "schema_" not in data and (
-                data.get("kind") == "rectify_record" or data.get("approximate") is not None):
-            return {**data, "schema": REQUEST_SCHEMA_V1_1}
-        return data
+        return _name_minor_version(data, REQUEST_SCHEMA_V1_1, lambda d: d.get("kind") == "rectify_record"
+                                   or d.get("approximate") is not None)
 
     @model_validator(mode="after")
     def _records_match_kind(self) -> "ErasureRequest":
@@ -108,17 +120,23 @@ class Job(_Message):
     @property
     def key(self) -> bytes:
         """Kafka key: one shard's jobs land on one partition, in order, owned by one executor."""
-        return f"{self.model}/{self.shard}".encode()
+        return self.key_of(self.model, self.shard)
+
+    @staticmethod
+    def key_of(model: str, shard: int) -> bytes:
+        return f"{model}/{shard}".encode()
 
 
-# approximate: an APPROXIMATE influence update was published (v1.1 requests with approximate)
-Status = Literal["received", "planned", "approximate", "excluded", "certified", "restored", "rejected", "failed"]
+# approximate: an APPROXIMATE influence update was published (v1.1 requests with approximate);
+# deadline_at_risk (event v1.1): the request's expected completion is past its deadline
+Status = Literal["received", "planned", "approximate", "excluded", "certified", "restored", "rejected", "failed",
+                 "deadline_at_risk"]
 
 
 class OutcomeEvent(_Message):
     """What happened to a request, for data platforms and registry consumers."""
 
-    schema_: Literal["erasure.event/v1"] = Field(EVENT_SCHEMA, alias="schema")
+    schema_: Literal["erasure.event/v1", "erasure.event/v1.1"] = Field(EVENT_SCHEMA, alias="schema")
     request_id: NonEmpty
     status: Status
     model: str | None = None
@@ -129,15 +147,30 @@ class OutcomeEvent(_Message):
     at: Timestamp = Field(default_factory=utcnow)
     requested_at: Timestamp | None = None
     deadline: Timestamp | None = None
+    expected_at: Timestamp | None = Field(None, description="v1.1, deadline_at_risk: when the request is expected "
+                                          "to complete, from measured stage times.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _minor_version(cls, data: object) -> object:
+        return _name_minor_version(data, EVENT_SCHEMA_V1_1, lambda d: d.get("status") == "deadline_at_risk"
+                                   or d.get("expected_at") is not None)
+
+    @model_validator(mode="after")
+    def _v1_1_features_name_v1_1(self) -> "OutcomeEvent":
+        if (self.status == "deadline_at_risk" or self.expected_at is not None) and self.schema_ == EVENT_SCHEMA:
+            raise ValueError(f"status deadline_at_risk and expected_at need schema {EVENT_SCHEMA_V1_1!r}")
+        return self
 
 
 SCHEMAS: dict[str, type[_Message]] = {REQUEST_SCHEMA: ErasureRequest, REQUEST_SCHEMA_V1_1: ErasureRequest,
-                                       JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent}
+                                       JOB_SCHEMA: Job, EVENT_SCHEMA: OutcomeEvent, EVENT_SCHEMA_V1_1: OutcomeEvent}
 
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "message"
+    # a location holds the message's own keys: an unknown field named "a\nb" is shown as 'a\nb'
+    where = ".".join(str(p) if str(p).isprintable() else repr(p) for p in first["loc"]) or "message"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
 

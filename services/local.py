@@ -16,18 +16,18 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.errors import ServiceError
+from ledger.objects import S3Location
+from services import postgres, seaweed
+from services.process import Service, exited, free_port, port_free, require, spawn, stop_leftovers
 from ledger.workspace import Workspace
 
 KAFKA_VERSION = "4.3.1"
@@ -72,19 +72,12 @@ def kafka_libs(version: str = KAFKA_VERSION) -> Path:
     return cache_root() / f"kafka-{version}" / "libs"
 
 
-def _require(tool: str, why: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ServiceError(f"{tool} not found on PATH: {why}")
-    return path
-
-
 def resolve_kafka(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
     """Resolve the broker and its runtime dependencies with Maven; reuse the cache when complete."""
     libs = kafka_libs(version)
     if (libs / ".complete").exists():
         return libs
-    mvn = _require("mvn", "Maven is needed once to resolve the Kafka broker jars (apt-get install maven)")
+    mvn = require("mvn", "Maven is needed once to resolve the Kafka broker jars (apt-get install maven)")
     libs.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=libs.parent) as tmp:
         pom = Path(tmp) / "pom.xml"
@@ -103,24 +96,6 @@ def resolve_kafka(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
             shutil.rmtree(libs)
         staged.rename(libs)  # atomic: a cache dir is either complete or absent
     return libs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:`port` now (as the broker and uvicorn do, with
-    SO_REUSEADDR: connections of a killed server in TIME_WAIT do not hold it)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def kafka_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
@@ -159,139 +134,10 @@ def mlflow_reachable(url: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-@dataclass
-class Service:
-    name: str
-    pid: int
-    endpoint: str  # Kafka: host:port bootstrap; MLflow: http URL
-    log: str
-    marker: str  # a string in the process's command line, so a recycled pid is never killed
-
-    def to_json(self) -> dict:
-        key = "bootstrap" if self.name == "kafka" else "url"
-        return {"pid": self.pid, key: self.endpoint, "log": self.log, "marker": self.marker}
-
-    @classmethod
-    def from_json(cls, name: str, data: dict) -> "Service":
-        endpoint = data.get("bootstrap") or data.get("url")
-        return cls(name, int(data["pid"]), endpoint, data["log"], data["marker"])
-
-    @property
-    def port(self) -> int:
-        return int(self.endpoint.rsplit(":", 1)[1])
-
-    def alive(self) -> bool:
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return False
-        return self.marker in cmdline
-
-    def reachable(self) -> bool:
-        if self.name == "kafka":
-            return kafka_reachable(self.endpoint)
-        return mlflow_reachable(self.endpoint)
-
-    def stop(self, timeout_s: float = 30.0, spawned_here: bool = False) -> None:
-        """Stop the process group this service leads (mlflow forks uvicorn workers).
-
-        `spawned_here`: this process just started it, so it is ours even before its command line
-        shows the marker (a failed start-up must not leave it running).
-        """
-        if not spawned_here and not self.alive():
-            return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _group_alive(self.pid):
-                return
-            time.sleep(0.2)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _leftovers(svc: Service) -> list[int]:
-    """Processes of a dead service's process group still running: mlflow's uvicorn outlives a
-    killed `mlflow server`, and holds the port. Only those whose command line names the
-    service's port or marker count, so a recycled process group is never touched."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pgid = int(stat.read_text().rsplit(")", 1)[1].split()[2])
-            args = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if pgid == svc.pid and (svc.marker in " ".join(args) or any(
-                a == "--port" and b == str(svc.port) for a, b in zip(args, args[1:]))):
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _stop_leftovers(svc: Service, timeout_s: float = 15.0) -> None:
-    pids = _leftovers(svc)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout_s
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-            time.sleep(0.1)
-        if not pids:
-            return
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie leader still counts as alive for killpg; reap it if it is our child
-    try:
-        pid, _ = os.waitpid(pgid, os.WNOHANG)
-        if pid == pgid:
-            return _group_alive(pgid)
-    except ChildProcessError:
-        pass
-    return True
-
-
-def _exited(pid: int) -> bool:
-    """Whether a process we started has ended (its command line may not show the marker until
-    it has exec'd, so start-up checks go by pid)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child: look it up
-        return not Path(f"/proc/{pid}").exists()
-    return done == pid
-
-
-def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-    return proc.pid
-
-
 def start_kafka(ws: Workspace, port: int | None = None) -> Service:
     """Start a single-node KRaft broker+controller on `port` (a free one by default); format its
     storage on first start."""
-    java = _require("java", "Kafka needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+    java = require("java", "Kafka needs a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
     libs = resolve_kafka()
     kdir = ws.home / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
@@ -330,23 +176,42 @@ def start_kafka(ws: Workspace, port: int | None = None) -> Service:
         if done.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed: {done.stderr.strip().splitlines()[-1:]}")
     log = kdir / "stdout.log"
-    pid = _spawn(jvm + ["kafka.Kafka", str(props)], log)
+    pid = spawn(jvm + ["kafka.Kafka", str(props)], log)
     return Service("kafka", pid, f"127.0.0.1:{port}", str(kdir / "server.log"), marker=str(props))
 
 
 def start_mlflow(ws: Workspace, port: int | None = None) -> Service:
+    """MLflow on the embedded store (mlflow.db and mlflow-artifacts/ in ERASURE_HOME), or, when
+    `erasure dev up --shared` recorded PostgreSQL and the S3 server, with its backend store in
+    PostgreSQL's `mlflow` database and its artifacts in the bucket (`mlflow-artifacts/`), read
+    with the credentials file the S3 URL names."""
     port = port or free_port()
-    db, artifacts = ws.mlflow_db, ws.mlflow_artifacts
+    artifacts = ws.mlflow_artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
+    recorded = load_state(ws)
+    database, objects = recorded.get("postgres"), recorded.get("s3")
+    backend = (postgres.sqlalchemy_url(database.endpoint, postgres.MLFLOW_DATABASE) if database
+               else f"sqlite:///{ws.mlflow_db}")
     env = dict(os.environ)
+    destination = str(artifacts)
+    if objects is not None:  # the server proxies artifacts: clients need no S3 credentials
+        location = S3Location.parse(objects.endpoint)
+        destination = f"s3://{location.bucket}/mlflow-artifacts"
+        env.update({"MLFLOW_S3_ENDPOINT_URL": location.endpoint or "", "AWS_PROFILE": location.profile,
+                    "AWS_SHARED_CREDENTIALS_FILE": str(location.credentials or ""), "AWS_DEFAULT_REGION": location.region})
+        env.pop("AWS_ACCESS_KEY_ID", None), env.pop("AWS_SECRET_ACCESS_KEY", None)
     # the server's background job runner forks a dozen workers that Erasure never uses
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-           "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+           "--artifacts-destination", destination, "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     log = ws.home / "mlflow-server.log"
-    pid = _spawn(cmd, log, env=env)
-    return Service("mlflow", pid, f"http://127.0.0.1:{port}", str(log), marker=f"sqlite:///{db}")
+    pid = spawn(cmd, log, env=env)
+    return Service("mlflow", pid, f"http://127.0.0.1:{port}", str(log), marker=backend)
+
+
+def reachable(svc: Service) -> bool:
+    return REACHABLE[svc.name](svc.endpoint)
 
 
 def _wait(services: list[Service], timeout_s: float) -> None:
@@ -354,9 +219,9 @@ def _wait(services: list[Service], timeout_s: float) -> None:
     pending = list(services)
     while pending:
         for svc in list(pending):
-            if _exited(svc.pid):
+            if exited(svc.pid):
                 raise ServiceError(f"{svc.name} exited during start-up; see {svc.log}")
-            if svc.reachable():
+            if reachable(svc):
                 pending.remove(svc)
         if pending and time.monotonic() > deadline:
             names = ", ".join(s.name for s in pending)
@@ -369,7 +234,7 @@ def load_state(ws: Workspace) -> dict[str, Service]:
     if not ws.dev_state.exists():
         return {}
     data = json.loads(ws.dev_state.read_text())
-    return {name: Service.from_json(name, data[name]) for name in ("kafka", "mlflow") if name in data}
+    return {name: Service.from_json(name, data[name]) for name in NAMES if name in data}
 
 
 def _save_state(ws: Workspace, services: dict[str, Service]) -> None:
@@ -378,7 +243,12 @@ def _save_state(ws: Workspace, services: dict[str, Service]) -> None:
     tmp.replace(ws.dev_state)
 
 
-STARTERS = {"kafka": start_kafka, "mlflow": start_mlflow}
+STARTERS = {"kafka": start_kafka, "mlflow": start_mlflow, "postgres": postgres.start_postgres,
+            "s3": seaweed.start_s3}
+REACHABLE = {"kafka": kafka_reachable, "mlflow": mlflow_reachable, "postgres": postgres.reachable,
+             "s3": seaweed.reachable}
+PREPARE = {"postgres": postgres.prepare, "s3": seaweed.prepare}  # once it answers: what it needs before clients use it
+NAMES = tuple(STARTERS)
 
 
 def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
@@ -396,7 +266,7 @@ def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
     ports = {}
     for name in which:
         if name in recorded and name not in services:
-            _stop_leftovers(recorded[name])
+            stop_leftovers(recorded[name])
             ports[name] = recorded[name].port
             if not port_free(ports[name]):
                 raise ServiceError(f"cannot restart {name} on its port {ports[name]} (recorded in {ws.dev_state}): "
@@ -410,6 +280,9 @@ def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
                 started.append(services[name])
         _save_state(ws, services)
         _wait(list(services.values()), timeout_s)
+        for name in which:
+            if name in PREPARE:
+                PREPARE[name](services[name])
     except BaseException:
         for svc in started:
             svc.stop(spawned_here=True)
@@ -419,28 +292,48 @@ def up(ws: Workspace, which: tuple[str, ...] = ("kafka", "mlflow"),
     return services
 
 
-def down(ws: Workspace) -> list[str]:
-    """Stop exactly the recorded processes; returns the names of those that were running."""
+SHARED = ("postgres", "s3")
+
+
+def up_shared(ws: Workspace, timeout_s: float = START_TIMEOUT_S) -> dict[str, Service]:
+    """The shared deployment on this machine: PostgreSQL and the S3 server first (MLflow keeps
+    its registry in them), then Kafka and MLflow. ServiceError when MLflow already runs on the
+    embedded store (its registry would not follow): `erasure dev down` first."""
+    mlflow = load_state(ws).get("mlflow")
+    if mlflow is not None and mlflow.alive() and mlflow.marker.startswith("sqlite:"):
+        raise ServiceError(f"MLflow (pid {mlflow.pid}) runs on the embedded store {mlflow.marker}: run "
+                           "`erasure dev down`, then `erasure dev up --shared`")
+    up(ws, SHARED, timeout_s)
+    return up(ws, ("kafka", "mlflow"), timeout_s)
+
+
+def down(ws: Workspace, purge: bool = False) -> list[str]:
+    """Stop exactly the recorded processes; returns the names of those that were running.
+    `purge`: also delete the shared services' data (PostgreSQL's cluster, SeaweedFS's files)."""
     stopped = []
     for name, svc in load_state(ws).items():
         if svc.alive():
             svc.stop()
             stopped.append(name)
         else:
-            _stop_leftovers(svc)
+            stop_leftovers(svc)
     ws.dev_state.unlink(missing_ok=True)
+    if purge:
+        postgres.purge(ws)
+        seaweed.purge(ws)
     return stopped
 
 
 def status(ws: Workspace) -> dict[str, dict]:
     services = load_state(ws)
     report = {}
-    for name, key in (("kafka", "bootstrap"), ("mlflow", "url")):
+    shown = [name for name in NAMES if name in ("kafka", "mlflow") or name in services]  # shared ones when up
+    for name in shown:
         svc = services.get(name)
         report[name] = {
-            key: svc.endpoint if svc else None,
+            "bootstrap" if name == "kafka" else "url": svc.endpoint if svc else None,
             "pid": svc.pid if svc else None,
             "running": bool(svc and svc.alive()),
-            "reachable": bool(svc and svc.alive() and svc.reachable()),
+            "reachable": bool(svc and svc.alive() and reachable(svc)),
         }
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,51 @@ def kafka_bootstrap(services: Endpoints) -> str:
 @pytest.fixture(scope="session")
 def mlflow_uri(services: Endpoints) -> str:
     return services.mlflow
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (Debian's, as `erasure dev up --shared` starts it) for the session:
+    the URL of its `erasure` database. Tests take a database of their own (`database_url`)."""
+    from services import local as local_services
+
+    ws = Workspace(tmp_path_factory.mktemp("postgres"))
+    started = local_services.up(ws, which=("postgres",))
+    try:
+        yield started["postgres"].endpoint
+    finally:
+        local_services.down(ws, purge=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: str) -> str:
+    """A fresh, empty database (and its `_keys` companion) on the session's PostgreSQL server."""
+    from services.postgres import create_database
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    create_database(postgres_server, f"{name}_keys")
+    return create_database(postgres_server, name)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server (SeaweedFS, as `erasure dev up --shared` starts it) for the session: the
+    object store URL of its `erasure` bucket. Tests take a prefix of their own (`object_store_url`)."""
+    from services import local as local_services
+
+    ws = Workspace(tmp_path_factory.mktemp("s3"))
+    started = local_services.up(ws, which=("s3",))
+    try:
+        yield started["s3"].endpoint
+    finally:
+        local_services.down(ws, purge=True)
+
+
+@pytest.fixture
+def object_store_url(s3_server: str) -> str:
+    """A fresh, empty prefix of the session's S3 bucket (s3://erasure/t-XXXX?endpoint=...&credentials=...)."""
+    bucket, query = s3_server.split("?", 1)
+    return f"{bucket}/t-{uuid.uuid4().hex[:12]}?{query}"
 
 
 WORDS = ["Star", "Night", "River", "Ghost", "Summer", "Iron", "Blue", "Wild"]

@@ -13,7 +13,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.errors import IllegalStateError, KafkaConnectionError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from consumers import loop as consumer_loop
@@ -53,14 +53,17 @@ class Consumer:
     """Delivers `records` on partition in/0 at the first poll, then nothing."""
 
     def __init__(self, records: list) -> None:
-        self.records, self.listener = records, None
+        self.records, self.listener, self.joined = records, None, False
 
     def subscribe(self, topics: list, listener) -> None:  # type: ignore[no-untyped-def]
         self.listener = listener
 
     def poll(self, timeout_ms: int) -> dict:
-        if self.records:
+        if not self.joined:  # the first poll joins the group; the records come after
+            self.joined = True
             self.listener.on_partitions_assigned([TP])
+            return {}
+        if self.records:
             records, self.records = self.records, []
             return {TP: records}
         time.sleep(0.002)
@@ -78,8 +81,53 @@ class Consumer:
     def group_metadata(self) -> None:
         return None
 
+    def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+
+class Rebalancing(Consumer):
+    """A log per partition read from a position, as a broker client does; the `rebalance_at`-th
+    poll revokes every partition and assigns them back, keeping the positions (kafka-python 3)."""
+
+    def __init__(self, logs: dict[TopicPartition, list], rebalance_at: int) -> None:
+        super().__init__([])
+        self.logs, self.rebalance_at, self.polls = logs, rebalance_at, 0
+        self.positions = dict.fromkeys(logs, 0)
+        self.commits: dict[TopicPartition, int] = {}
+
+    def poll(self, timeout_ms: int) -> dict:
+        self.polls += 1
+        if self.polls == 1:
+            self.listener.on_partitions_assigned(list(self.logs))
+        if self.polls == self.rebalance_at:
+            self.listener.on_partitions_revoked(list(self.logs))
+            self.listener.on_partitions_assigned(list(self.logs))
+        out = {}
+        for tp, log in self.logs.items():
+            if self.positions[tp] < len(log):
+                out[tp] = log[self.positions[tp]:]
+                self.positions[tp] = len(log)
+        time.sleep(0.002)
+        return out
+
+    def assignment(self) -> set:
+        return set(self.logs)
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self.commits.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.positions[tp] = 0
 
 
 class Producer:
@@ -145,7 +193,11 @@ class Script(Batching):
 
 def run(handler: Script, values: list, producer: Producer, retries: int, done: Callable[[], bool]) -> None:
     records = [Record("in", 0, offset, None, value) for offset, value in enumerate(values)]
-    loop = ConsumerLoop(handler, Consumer(records), producer, "in", retries=retries)
+    run_loop(ConsumerLoop(handler, Consumer(records), producer, "in", retries=retries), done)
+
+
+def run_loop(loop: ConsumerLoop, done: Callable[[], bool]) -> None:
+    """Run `loop` in a thread until `done()` (at most 20 s), then stop it."""
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
@@ -201,6 +253,48 @@ def test_a_broker_outage_is_retried_without_a_budget() -> None:
     producer = Producer(failing=4)
     run(handler, [b"a"], producer, retries=1, done=lambda: producer.committed.get(TP) == 1)
     assert handler.calls == [[b"a"]] * 5 and producer.to("out") == [(b"a", {})] and not producer.to("dlq")
+
+
+class Unreachable(Consumer):
+    """A consumer whose polls raise `errors` first (the broker away), then deliver."""
+
+    def __init__(self, records: list, errors: list[Exception]) -> None:
+        super().__init__(records)
+        self.errors = errors
+
+    def poll(self, timeout_ms: int) -> dict:
+        if self.errors:
+            raise self.errors.pop(0)
+        return super().poll(timeout_ms)
+
+
+def test_a_poll_failing_with_the_broker_away_is_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer_loop, "POLL_MS", 1)
+    handler, producer = Script({}), Producer()
+    consumer = Unreachable([Record("in", 0, 0, None, b"a")],
+                           [KafkaConnectionError("111 ECONNREFUSED"), KafkaTimeoutError("no coordinator")] * 3)
+    loop = ConsumerLoop(handler, consumer, producer, "in", retries=0)
+    run_loop(loop, lambda: producer.committed.get(TP) == 1)
+    assert not consumer.errors and producer.committed.get(TP) == 1 and producer.to("out") == [(b"a", {})]
+
+
+def test_a_poll_failing_for_good_stops_the_loop() -> None:
+    consumer = Unreachable([], [IllegalStateError("KafkaConsumer is closed")])
+    with pytest.raises(IllegalStateError, match="closed"):
+        ConsumerLoop(Script({}), consumer, Producer(), "in").run(threading.Event())
+
+
+def test_a_partition_handed_back_in_a_rebalance_is_read_again_from_its_committed_offset() -> None:
+    """The executor lost its waiting job this way: the unit queued for a retry was dropped by the
+    revocation, and the client, keeping the position of the partition it was given back, never
+    delivered it again."""
+    handler = Script({b"b": iter([Waiting("waiting for the exclusion")] * 3)})
+    producer = Producer()
+    consumer = Rebalancing({TP: [Record("in", 0, 0, None, b"a"), Record("in", 0, 1, None, b"b")]}, rebalance_at=3)
+    loop = ConsumerLoop(handler, consumer, producer, "in", retries=5)
+    run_loop(loop, lambda: producer.committed.get(TP) == 2)
+    assert producer.committed.get(TP) == 2 and consumer.polls >= 3
+    assert [v for v, _ in producer.to("out")].count(b"b") == 1
 
 
 def test_a_dlq_copy_keeps_a_null_value_and_cuts_a_huge_one() -> None:

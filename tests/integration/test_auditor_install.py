@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ METHODS = {
     "s3t": {"shards": 2, "slices": 2, "layers_per_group": 1, "budget": 2},
 }
 SERVICE_ONLY = ("torch", "transformers", "peft", "kafka", "mlflow", "numpy", "safetensors", "sklearn", "scipy",
-                "tokenizers")
+                "tokenizers", "psycopg", "boto3", "botocore")
 
 # `erasure` as on a base install: a meta-path finder refuses the service install's packages, and
 # the interpreter first proves that it does (a module already loaded at start-up would slip past).
@@ -70,12 +72,13 @@ class Audit:
     trust: Path
     bundles: dict[str, Path]  # method -> certified bundle directory
 
-    def verify(self, bundle: Path, *options: str) -> subprocess.CompletedProcess[str]:
-        """`erasure verify BUNDLE --trust TRUST --json` on a base install, in this workspace."""
+    def verify(self, bundle: Path, *options: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """`erasure verify BUNDLE --trust TRUST --json` on a base install, in this workspace (or in
+        `home`, an auditor's elsewhere)."""
         env = {k: v for k, v in os.environ.items() if k not in ("ERASURE_KEY_DIR", "MLFLOW_TRACKING_URI")}
         return subprocess.run([sys.executable, "-c", _BASE_INSTALL, "verify", str(bundle), "--trust", str(self.trust),
                                "--json", *options], capture_output=True, text=True, cwd=REPO, timeout=120,
-                              env={**env, "ERASURE_HOME": str(self.home)})
+                              env={**env, "ERASURE_HOME": str(home or self.home)})
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +164,82 @@ def test_the_header_reader_rejects_malformed_files(tmp_path: Path, content: byte
     path.write_bytes(content)
     with pytest.raises(VerificationFailed, match=f"^{AGGREGATOR_FILE} is not a safetensors file: "):
         read_header(path)
+
+
+# --- an auditor on another machine: the bundle, the trust file and the log's URL ----------------
+
+@pytest.fixture(scope="module")
+def served(audit: Audit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The workspace's ledger published as tiles and served by `erasure ledger serve`."""
+    tiles = tmp_path_factory.mktemp("public") / "tiles"
+    assert _erasure(audit.home, "ledger", "publish", "--to", str(tiles)).returncode == 0
+    with _serving(tiles) as url:
+        yield tiles, url
+
+
+def _erasure(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from cli.app import main; main()", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, env={**os.environ, "ERASURE_HOME": str(home)})
+
+
+@contextmanager
+def _serving(tiles: Path) -> Iterator[str]:
+    process = subprocess.Popen([sys.executable, "-c", "from cli.app import main; main()", "ledger", "serve", "--dir",
+                                str(tiles), "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split()[-1]  # "serving DIR at http://127.0.0.1:PORT/"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_an_auditor_elsewhere_verifies_against_the_served_log(audit: Audit, served: tuple[Path, str], method: str,
+                                                             tmp_path: Path) -> None:
+    elsewhere = tmp_path / "auditor"  # no ledger.db, nothing of ours but the bundle and the trust file
+    result = audit.verify(audit.bundles[method], "--log", served[1], "--state", str(elsewhere / "state"), home=elsewhere)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] and report["claim"] == "EXACT"
+    checks = {c["check"]: c["detail"] for c in report["checks"]}
+    assert {"signature", "subjects", "manifests", "non-membership", "ledger inclusion", "certificate logged",
+            "ledger consistency", "log entries", "auditor state"} <= set(checks)
+    assert checks["ledger consistency"].endswith(f"are prefixes of the log served at {served[1]} (size "
+                                                 f"{_size(served[0])})")
+    assert checks["auditor state"].startswith("first use: checkpoint of size")
+    assert not (elsewhere / "ledger.db").exists()
+    again = audit.verify(audit.bundles[method], "--log", served[1], "--state", str(elsewhere / "state"), home=elsewhere)
+    assert json.loads(again.stdout)["checks"][-1]["detail"].startswith("consistent with the checkpoint of size")
+
+
+def _size(tiles: Path) -> int:
+    return int((tiles / "checkpoint").read_text().splitlines()[1])
+
+
+def test_without_the_log_an_auditor_elsewhere_is_told_to_give_it(audit: Audit, tmp_path: Path) -> None:
+    result = audit.verify(audit.bundles["sisa"], home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"erasure: error: ledger consistency: no ledger at {tmp_path / 'ledger.db'} to check "
+                             "consistency against (give --log URL to check against the log served as tiles)\n")
+
+
+@pytest.mark.parametrize(("resource", "reason"), [
+    ("tile/0/000", "the log's tiles tile/0/000.p/{w} do not hash to its signed root"),
+    ("tile/entries/000", "log entries: entry bundle tile/entries/000.p/{w} from {url}: entry 0 does not hash to its "
+                         "leaf in tile/0/000.p/{w}: tampered, or not of this tree"),
+])
+def test_a_tampered_tile_or_entry_bundle_is_refused(audit: Audit, served: tuple[Path, str], tmp_path: Path,
+                                                   resource: str, reason: str) -> None:
+    tiles = shutil.copytree(served[0], tmp_path / "tiles")
+    width = _size(tiles)
+    assert width < 256  # one partial tile of each kind
+    path = tiles / f"{resource}.p/{width}"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x01
+    path.write_bytes(bytes(data))
+    with _serving(tiles) as url:
+        result = audit.verify(audit.bundles["retrain"], "--log", url, home=tmp_path / "auditor")
+    assert result.returncode == 1 and not json.loads(result.stdout)["verified"]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert reason.format(w=width, url=url) in result.stderr

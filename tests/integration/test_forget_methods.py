@@ -87,9 +87,9 @@ def test_forget_a_validation_subject_of_apa(workspace: Workspace, records, write
     assert any(first.component("aggregator").manifest().contains(c) for c in erased)
     adapters = {c.id: c.weights_sha256 for c in first.components if c.meta.kind == "adapter"}
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # a certified model, but no registry now: refused before any effect
-    refused = run("forget", name, "--subject", subject)
-    assert refused.exit_code == 2 and "no mlflow endpoint" in refused.stderr
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # registered at the server, which is not configured now: the
+    refused = run("forget", name, "--subject", subject)  # embedded registry refuses, before any effect
+    assert refused.exit_code == 2 and "in another MLflow registry" in refused.stderr
     with RecordStore.open(workspace) as store:
         assert subject in store.subjects("valid")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
@@ -106,3 +106,5 @@ def test_forget_a_validation_subject_of_apa(workspace: Workspace, records, write
     status = json.loads(run("status", out["request_id"], "--json").stdout)
     assert status["stage"] == "restored" and status["models"][name]["shards"] == [-1]
     assert status["models"][name]["restored"]["-1"]["version"] == out["excluded_version"]
+    # erasure forget logs a deadline by policy too (GDPR Art. 17 unless --legal-basis), met here
+    assert status["deadline_policy"]["policy"] == "GDPR Art. 17" and status["deadline_met"] is True

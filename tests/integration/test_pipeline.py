@@ -14,63 +14,40 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.partitioner.default import murmur2
 from typer.testing import CliRunner
 
 from cli.app import app
 from consumers.serve import Service
 from consumers.topics import JOBS, Topics, ensure_topics
-from ledger.log import open_ledger
 from ledger.workspace import Workspace
-from producers.producer import RequestProducer, subject_key
-from producers.schemas import ErasureRequest, OutcomeEvent, parse
-from tests.conftest import make_records
+from producers.producer import subject_key
+from producers.schemas import ErasureRequest
+from tests.integration.pipeline_kit import (TIMEOUT_S, Events, entries, erased_from, indexed, partition_of, request,
+                                            send, trained_model, victims)
 from unlearning.data.records import RecordStore
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.certify import bundle_dir, certified_predicate
-from unlearning.operations.publish import register_trained
+from unlearning.operations.deadlines import iso
 from unlearning.registry.mlflow import Registry
 from unlearning.versions.store import ModelStore
 
 pytestmark = pytest.mark.services
 runner = CliRunner()
-SHARDS = 3
-TIMEOUT_S = 120.0  # generous: the machine is shared; every wait polls and returns as soon as it can
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow_uri: str) -> Iterator[tuple[Workspace, str]]:
     """A workspace with a certified SISA model; its name puts shards 0 and 1 on different
     partitions of a 2-partition jobs topic (for the test with two executors)."""
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("pipeline")
-        mp.setenv("ERASURE_HOME", str(home / "home"))
-        mp.delenv("ERASURE_KEY_DIR", raising=False)
-        mp.setenv("ERASURE_KAFKA", kafka_bootstrap)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-        ws = Workspace.from_env()
-        ws.key_dir.mkdir(parents=True)
-        (ws.key_dir / "partition.key").write_bytes(b"fixed partition key for tests..!")
-        records = home / "records.jsonl"
-        records.write_text("".join(json.dumps(r.__dict__) + "\n" for r in make_records(subjects=30, per_subject=3)))
-        assert runner.invoke(app, ["data", "ingest", str(records)]).exit_code == 0
-        assert runner.invoke(app, ["keys", "init"]).exit_code == 0
-        name = next(n for n in (f"pipe-{uuid.uuid4().hex[:8]}" for _ in range(64))
-                    if _partition(f"{n}/0", 2) != _partition(f"{n}/1", 2))
-        trained = runner.invoke(app, ["train", name, "--method", "sisa", "--shards", str(SHARDS), "--slices", "2",
-                                      "--base", "tiny", "--lr", "0.01", "--batch-size", "4", "--epochs", "1",
-                                      "--seed", "3"])
-        assert trained.exit_code == 0, trained.output
-        register_trained(ws, ModelStore(ws).get(name, 1))
+    name = next(n for n in (f"pipe-{uuid.uuid4().hex[:8]}" for _ in range(64))
+                if partition_of(f"{n}/0", 2) != partition_of(f"{n}/1", 2))
+    with trained_model(tmp_path_factory.mktemp("pipeline"), kafka_bootstrap, mlflow_uri, name) as ws:
         yield ws, name
-
-
-def _partition(key: str, partitions: int) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 @pytest.fixture
@@ -78,54 +55,6 @@ def topics(kafka_bootstrap: str) -> Topics:
     topics = Topics(f"t{uuid.uuid4().hex[:8]}.")
     ensure_topics(kafka_bootstrap, topics, partitions={JOBS: 2})
     return topics
-
-
-def victims(ws: Workspace, name: str, shard: int, count: int = 1) -> list[str]:
-    """Subjects still in the record store whose records trained `shard`, first slice first (so
-    their retrain is the whole shard)."""
-    rows: dict[str, int] = {}
-    with RecordStore.open(ws) as store:
-        for record in store.records("train"):
-            for p in store.provenance([record.commitment]):
-                if p.model == name and p.version == 1 and p.shard == shard:
-                    rows[record.subject_id] = min(rows.get(record.subject_id, 9), p.slice)
-    return sorted(rows, key=lambda s: (rows[s], s))[:count]
-
-
-def request(subject: str, name: str, **fields: object) -> ErasureRequest:
-    return ErasureRequest(kind="erase_subject", subject_id=subject, model=name,
-                          request_id=f"r-{uuid.uuid4().hex[:12]}", **fields)  # type: ignore[arg-type]
-
-
-def send(ws: Workspace, topics: Topics, *requests: ErasureRequest) -> None:
-    with RequestProducer(ws, topic=topics.requests) as producer:
-        producer.send(requests)
-
-
-class Events:
-    """Outcome events of one prefix, read committed, as they come."""
-
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
-        self.consumer = KafkaConsumer(topics.events, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                      enable_auto_commit=False, isolation_level="read_committed")
-        self.seen: list[OutcomeEvent] = []
-
-    def until(self, done: Callable[[list[OutcomeEvent]], bool], timeout_s: float = TIMEOUT_S) -> list[OutcomeEvent]:
-        deadline = time.monotonic() + timeout_s
-        while not done(self.seen):
-            assert time.monotonic() < deadline, f"timed out; events so far: {[(e.request_id, e.status) for e in self.seen]}"
-            for batch in self.consumer.poll(timeout_ms=200).values():
-                self.seen += [parse(m.value, OutcomeEvent) for m in batch]  # type: ignore[misc]
-        return self.seen
-
-    def of(self, request_id: str, status: str | None = None) -> list[OutcomeEvent]:
-        return [e for e in self.seen if e.request_id == request_id and status in (None, e.status)]
-
-    def has(self, request_id: str, status: str, count: int = 1) -> Callable[[list[OutcomeEvent]], bool]:
-        return lambda _: len(self.of(request_id, status)) >= count
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 @pytest.fixture
@@ -154,36 +83,13 @@ def serving(model, topics: Topics, kafka_bootstrap: str) -> Iterator[Callable[..
         assert service.wait(TIMEOUT_S) and not service.errors, service.errors
 
 
-def indexed(ws: Workspace) -> list[tuple[int, dict]]:
-    """Every ledger entry with its index."""
-    with open_ledger(ws) as ledger:
-        return [(i, json.loads(e)) for i, e in ledger.entries()]
-
-
-def entries(ws: Workspace, entry_type: str, **match: object) -> list[dict]:
-    with open_ledger(ws) as ledger:
-        found = [json.loads(e) for _, e in ledger.entries()]
-    return [e for e in found if e["type"] == entry_type and all(e.get(k) == v for k, v in match.items())]
-
-
-def erased_from(registry: Registry, name: str, version: int, subject_commitments: set[str]) -> bool:
-    from unlearning.registry.mlflow import fetch
-
-    with fetch(registry, registry.get(name, version)) as tmp:
-        for leaves in (Path(tmp) / "bundle" / "components").glob("*/manifest.leaves"):
-            data = leaves.read_bytes()
-            if {data[i:i + 32].hex() for i in range(0, len(data), 32)} & subject_commitments:
-                return False
-    return True
-
-
 def test_request_is_excluded_then_restored(model, serving, topics: Topics, events: Events, mlflow_uri: str) -> None:
     ws, name = model
     subject = victims(ws, name, 1)[0]
     with RecordStore.open(ws) as store:
         commitments = {c.hex() for c in store.commitments_of(subject)}
     serving("all")
-    req = request(subject, name, deadline="2099-01-01T00:00:00Z")
+    req = request(subject, name, deadline=datetime.now(UTC) + timedelta(days=7))  # earlier than GDPR's month: kept
     send(ws, topics, req)
     events.until(events.has(req.request_id, "restored"))
 
@@ -206,7 +112,10 @@ def test_request_is_excluded_then_restored(model, serving, topics: Topics, event
     status = runner.invoke(app, ["status", req.request_id, "--json"])
     assert status.exit_code == 0, status.output
     report = json.loads(status.stdout)
-    assert report["stage"] == "restored" and report["deadline"].startswith("2099") and report["deadline_met"] is True
+    assert report["stage"] == "restored" and report["deadline_met"] is True
+    assert report["deadline"] == iso(req.deadline)  # type: ignore[arg-type]
+    assert report["deadline_policy"]["set_by"] == "sender" and report["deadline_policy"]["policy"] == "GDPR Art. 17"
+    assert events.of(req.request_id, "received")[0].deadline == datetime.fromisoformat(report["deadline"])
     info = report["models"][name]
     for stage in (info["excluded"], info["restored"]["1"]):  # both certificates name the request
         predicate = certified_predicate(bundle_dir(ws, name, stage["local_version"]), ws)

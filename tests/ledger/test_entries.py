@@ -12,7 +12,7 @@ from ledger.log import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ledger", "producers", "services", "unlearning", "consumers", "cli")
-KEY_PREFIXES = ("request/", "rejected/", "planned/", "approximated/", "excluded/", "restored/", "failed/",
+KEY_PREFIXES = ("request/", "received/", "rejected/", "extended/", "planned/", "approximated/", "excluded/", "restored/", "failed/",
                 "component_trained/", "version_built/", "certificate/", "model_registered/", "alias_moved/",
                 "version_superseded/", "version_purged/")
 
@@ -21,7 +21,10 @@ def _constructors() -> dict[str, entries.Entry]:
     """One entry of every constructor, with made-up but well-typed arguments."""
     return {
         "request_received": entries.request_received("r1", "erase_subject", "tag", "m", ["00" * 32], {"via": "cli"}),
+        "request_commitments": entries.request_commitments("r1", 1, ["00" * 32]),
         "request_rejected": entries.request_rejected("r1", "bad"),
+        "request_extended": entries.request_extended("r1", 1, "2026-03-31T23:59:59.000Z",
+                                                     "2026-01-31T23:59:59.000Z", 59, "complex request"),
         "request_planned": entries.request_planned("r1", {"m": [0, 2]}),
         "request_approximated": entries.request_approximated("r1", "m", "why"),
         "request_excluded": entries.request_excluded("r1", "m", 2, 5, "ab" * 32, ["shard0-slice0"]),
@@ -44,7 +47,7 @@ def _constructors() -> dict[str, entries.Entry]:
 def test_every_constructor_is_exercised_and_documented() -> None:
     made = _constructors()
     public = {name for name, fn in inspect.getmembers(entries, inspect.isfunction)
-              if fn.__module__ == entries.__name__ and not name.endswith("_key") and name not in ("read", "planned_shards")}
+              if fn.__module__ == entries.__name__ and not name.endswith("_key") and name not in ("read", "planned_shards", "request_parts", "_reason")}
     assert public == set(made)
     documented = set(re.findall(r"^\| (\w+) ", entries.__doc__ or "", re.M)) - {"entry"}
     assert {e.type for e in made.values()} == documented
@@ -53,8 +56,10 @@ def test_every_constructor_is_exercised_and_documented() -> None:
 def test_keys_name_the_stages_they_are_read_by() -> None:
     made = _constructors()
     assert made["request_received"].key == entries.received_key("r1")
+    assert made["request_commitments"].key == entries.commitments_key("r1", 1)
     assert made["request_excluded"].key == made["exclusion_deferred"].key == entries.excluded_key("r1", "m")
     assert made["request_restored"].key == entries.restored_key("r1", "m", 1)
+    assert made["request_extended"].key == entries.extended_key("r1", 1)
     assert made["component_trained"].key == entries.component_trained_key("m", 1, "c0")
     assert made["version_trained"].key == made["version_excluded"].key.replace("v2", "v1")
     assert made["certificate_issued"].key == entries.certificate_key("04" * 32)

@@ -15,7 +15,7 @@ import pytest
 from ledger import merkle
 from ledger.audit import audit_log
 from ledger.canonical import canonical_json
-from ledger.errors import BadInput, VerificationFailed
+from ledger.errors import BadInput, CorruptState, VerificationFailed
 from ledger.log import Ledger
 from ledger.note import Signer, verify_checkpoint
 from ledger.proofs import verify_tlog_proof
@@ -229,7 +229,7 @@ def test_read_only_open_does_not_create(tmp_path: Path) -> None:
         SqliteStore.open(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
     (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
-    with pytest.raises(BadInput, match="cannot open ledger"):
+    with pytest.raises(CorruptState, match="junk.db is corrupt: file is not a database"):
         SqliteStore.open(tmp_path / "junk.db", "o.example/log")
 
 

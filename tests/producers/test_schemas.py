@@ -60,9 +60,20 @@ def test_event_statuses_are_closed() -> None:
         parse({"schema": "erasure.event/v1", "request_id": "r", "status": "maybe"})
 
 
+def test_deadline_at_risk_names_event_v1_1_and_other_events_stay_v1() -> None:
+    """A v1 consumer (which forbids unknown fields and statuses) still reads every other event."""
+    at_risk = OutcomeEvent(request_id="r", status="deadline_at_risk", expected_at="2026-02-01T00:00:00Z")
+    assert at_risk.schema_ == "erasure.event/v1.1" and parse(at_risk.to_bytes()) == at_risk
+    plain = json.loads(OutcomeEvent(request_id="r", status="planned").to_bytes())
+    assert plain["schema"] == "erasure.event/v1" and "expected_at" not in plain
+    with pytest.raises(BadInput, match="need schema"):
+        parse({"schema": "erasure.event/v1", "request_id": "r", "status": "deadline_at_risk"})
+
+
 def test_json_schemas_exported_for_every_message() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"erasure.request/v1", "erasure.request/v1.1", "erasure.job/v1", "erasure.event/v1"}
+    assert set(schemas) == {"erasure.request/v1", "erasure.request/v1.1", "erasure.job/v1", "erasure.event/v1",
+                            "erasure.event/v1.1"}
     assert "subject_id" in schemas["erasure.request/v1"]["required"]
 
 

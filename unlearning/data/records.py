@@ -1,10 +1,15 @@
-"""The encrypted record store (SQLite in the workspace) and record commitments (design §4).
+"""The encrypted record store (SQLite in the workspace, or PostgreSQL when shared) and record
+commitments (design §4).
 
 - `records.db` holds one row per record: ids, split, commitment and the AES-256-GCM
   ciphertext of (prompt, answer, salt) under the subject's own data key.
 - The data keys live in their own table in a separate file in the key directory
   (`record-keys.db`, attached to the same connection), so a backup of `records.db` alone
   is unreadable and erasing a subject (rows + key, one transaction) crypto-shreds every copy.
+- Shared (`Workspace.database_url()` set): the same tables in PostgreSQL, the data keys in a
+  different database (`Workspace.keys_database_url()`, its own connection), so a dump of the
+  records database alone is unreadable too. A write spans two transactions, the keys' committed
+  first (see `_PostgresBackend.transaction`).
 - Commitment: `SHA-256("erasure/record/v1" || salt || canonical record bytes)` with a random
   32-byte salt kept, encrypted, beside the record.
 - Provenance: commitment -> (model, version, component, shard, slice, split) of every model
@@ -21,7 +26,8 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.canonical import canonical_json
-from ledger.errors import BadInput, VerificationFailed
+from ledger.errors import BadInput, CorruptState, ErasureError, ServiceError
 from ledger.workspace import Workspace
 from unlearning.data.partition import SPLITS, Partition
 
@@ -70,6 +76,53 @@ CREATE TABLE IF NOT EXISTS keys.subject_keys (
     data_key   BLOB NOT NULL
 );
 """
+
+# PostgreSQL: the same tables (BYTEA for BLOB; "C" collation, so ORDER BY sorts as SQLite's
+# binary collation does), the keys' table in its own database.
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    record_id  TEXT COLLATE "C" PRIMARY KEY,
+    subject_id TEXT COLLATE "C" NOT NULL,
+    split      TEXT NOT NULL,
+    commitment BYTEA NOT NULL UNIQUE,
+    nonce      BYTEA NOT NULL,
+    ciphertext BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_subject ON records (subject_id);
+CREATE TABLE IF NOT EXISTS provenance (
+    commitment BYTEA NOT NULL,
+    model      TEXT COLLATE "C" NOT NULL,
+    version    INTEGER NOT NULL,
+    component  TEXT NOT NULL,
+    shard      INTEGER NOT NULL,
+    slice      INTEGER NOT NULL,
+    split      TEXT NOT NULL,
+    PRIMARY KEY (commitment, model, version)
+);
+CREATE TABLE IF NOT EXISTS activations (
+    commitment    BYTEA NOT NULL,
+    prefix_sha256 TEXT NOT NULL,
+    sequence      TEXT NOT NULL,
+    nonce         BYTEA NOT NULL,
+    ciphertext    BYTEA NOT NULL,
+    PRIMARY KEY (commitment, prefix_sha256, sequence)
+);
+"""
+_PG_KEYS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subject_keys (
+    subject_id TEXT COLLATE "C" PRIMARY KEY,
+    data_key   BYTEA NOT NULL
+);
+"""
+# table -> columns, what `erasure check` expects of the shared databases
+PG_TABLES = {
+    "records": ("record_id", "subject_id", "split", "commitment", "nonce", "ciphertext"),
+    "provenance": ("commitment", "model", "version", "component", "shard", "slice", "split"),
+    "activations": ("commitment", "prefix_sha256", "sequence", "nonce", "ciphertext"),
+}
+PG_KEY_TABLES = {"subject_keys": ("subject_id", "data_key")}
+# pg_advisory_xact_lock key serialising the record store's writers (as BEGIN IMMEDIATE does in SQLite)
+_PG_LOCK = int.from_bytes(hashlib.sha256(b"erasure/records/writer").digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -152,22 +205,29 @@ class RecordStore:
     """Encrypted records of one workspace. Use as a context manager, or call `close()`."""
 
     def __init__(self, records_db: Path, keys_db: Path, partition: Partition):
-        _create_private(records_db)
-        _create_private(keys_db)
-        self._db = sqlite3.connect(records_db, isolation_level=None)
-        self._db.execute("ATTACH DATABASE ? AS keys", (str(keys_db),))
-        # Rollback journals (not WAL) keep a transaction atomic across both files;
-        # secure_delete overwrites erased rows and keys on disk.
-        for schema in ("main", "keys"):
-            self._db.execute(f"PRAGMA {schema}.journal_mode=DELETE")
-            self._db.execute(f"PRAGMA {schema}.secure_delete=ON")
-        self._db.executescript(_SCHEMA)
+        self._setup(_SQLiteBackend(records_db, keys_db), partition)
+
+    def _setup(self, backend: "_SQLiteBackend | _PostgresBackend", partition: Partition) -> None:
+        self._db = backend
+        self._keys = backend.keys_table
         self.partition = partition
 
     @classmethod
+    def on_postgres(cls, url: str, keys_url: str, partition: Partition) -> "RecordStore":
+        """The store in the PostgreSQL database `url`, its data keys in the database `keys_url`."""
+        store = cls.__new__(cls)
+        store._setup(_PostgresBackend(url, keys_url), partition)
+        return store
+
+    @classmethod
     def open(cls, workspace: Workspace) -> "RecordStore":
+        """PostgreSQL when the workspace names a database URL, else the SQLite files."""
         workspace.ensure()
-        return cls(workspace.records_db, workspace.key_dir / "record-keys.db", Partition.for_workspace(workspace))
+        partition = Partition.for_workspace(workspace)
+        url = workspace.database_url()
+        if url:
+            return cls.on_postgres(url, workspace.keys_database_url() or "", partition)
+        return cls(workspace.records_db, workspace.record_keys_db, partition)
 
     def close(self) -> None:
         self._db.close()
@@ -178,8 +238,8 @@ class RecordStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
+    def _transaction(self):  # type: ignore[no-untyped-def]
+        return self._db.transaction()
 
     def ingest(self, records: Sequence[Record], split: str | None = None) -> int:
         """Encrypt and store records in one transaction; any duplicate id rejects them all.
@@ -210,19 +270,38 @@ class RecordStore:
         return len(rows)
 
     def _data_key(self, subject_id: str) -> bytes:
-        row = self._db.execute("SELECT data_key FROM keys.subject_keys WHERE subject_id = ?", (subject_id,)).fetchone()
-        if row:
-            return row[0]
-        key = AESGCM.generate_key(bit_length=256)
-        self._db.execute("INSERT INTO keys.subject_keys VALUES (?, ?)", (subject_id, key))
-        return key
+        """The subject's data key, created when it has none (inside the caller's transaction)."""
+        key = self._keys_of([subject_id]).get(subject_id)
+        if key is not None:
+            return key
+        self._db.keys_execute(f"INSERT INTO {self._keys} VALUES (?, ?) ON CONFLICT (subject_id) DO NOTHING",
+                              (subject_id, AESGCM.generate_key(bit_length=256)))
+        return self._keys_of([subject_id])[subject_id]
+
+    def _keys_of(self, subjects: Iterable[str]) -> dict[str, bytes]:
+        """subject -> data key of those of `subjects` that have one (the keys live apart from the
+        records, in PostgreSQL in another database: no join spans both)."""
+        wanted = sorted(set(subjects))
+        found: dict[str, bytes] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            found.update(self._db.keys_execute(
+                f"SELECT subject_id, data_key FROM {self._keys} WHERE subject_id IN ({', '.join('?' * len(chunk))})",
+                chunk))
+        return found
+
+    def _opened(self, rows: Iterable[tuple]) -> list[StoredRecord]:
+        """Decrypted (record_id, subject_id, split, commitment, nonce, ciphertext) rows; rows of a
+        subject without a key (erased meanwhile) are left out."""
+        rows = list(rows)
+        keys = self._keys_of(row[1] for row in rows)
+        return [_open(*row, keys[row[1]]) for row in rows if row[1] in keys]
 
     def records(self, split: str | None = None) -> list[StoredRecord]:
         """Decrypted records, sorted by record id (optionally of one split)."""
         _check_split(split)
-        rows = self._db.execute(_SELECT + (" WHERE r.split = ?" if split else "") + " ORDER BY r.record_id",
-                                (split,) if split else ())
-        return [_open(*row) for row in rows]
+        return self._opened(self._db.execute(
+            _SELECT + (" WHERE split = ?" if split else "") + " ORDER BY record_id", (split,) if split else ()))
 
     def subjects(self, split: str | None = None) -> list[str]:
         _check_split(split)
@@ -243,13 +322,14 @@ class RecordStore:
         """Delete a subject's rows (and cached activations) and destroy its data key in one transaction.
 
         Returns the erased records' commitments (sorted), the handle the ledger and the
-        planner use from then on.
+        planner use from then on. (PostgreSQL: the key's deletion commits first; should the
+        rows' then fail, they are unreadable, and a retry deletes them.)
         """
         with self._transaction():
             commitments = sorted(
                 c for (c,) in self._db.execute("SELECT commitment FROM records WHERE subject_id = ?", (subject_id,))
             )
-            keys = self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,)).rowcount
+            keys = self._db.keys_execute(f"DELETE FROM {self._keys} WHERE subject_id = ?", (subject_id,)).rowcount
             if not commitments and not keys:
                 raise BadInput(f"unknown subject {subject_id!r}")
             self._drop_activations(commitments)
@@ -278,7 +358,7 @@ class RecordStore:
             self._drop_activations(commitments)
             left = self._db.execute("SELECT COUNT(*) FROM records WHERE subject_id = ?", (subject_id,)).fetchone()[0]
             if not left:
-                self._db.execute("DELETE FROM keys.subject_keys WHERE subject_id = ?", (subject_id,))
+                self._db.keys_execute(f"DELETE FROM {self._keys} WHERE subject_id = ?", (subject_id,))
         return commitments
 
     def erase_commitments(self, commitments: Iterable[bytes]) -> None:
@@ -291,16 +371,17 @@ class RecordStore:
                 subjects.update(s for (s,) in self._db.execute(
                     "DELETE FROM records WHERE commitment = ? RETURNING subject_id", (c,)))
                 self._drop_activations([c])
-            self._db.executemany(
-                "DELETE FROM keys.subject_keys WHERE subject_id = ? "
-                "AND NOT EXISTS (SELECT 1 FROM records WHERE subject_id = ?)", [(s, s) for s in subjects])
+            left = {s for s in subjects
+                    if self._db.execute("SELECT 1 FROM records WHERE subject_id = ?", (s,)).fetchone()}
+            self._db.keys_executemany(f"DELETE FROM {self._keys} WHERE subject_id = ?",
+                                      [(s,) for s in sorted(subjects - left)])
 
     def record(self, record_id: str) -> StoredRecord:
         """One decrypted record; BadInput if the store does not hold it."""
-        row = self._db.execute(_SELECT + " WHERE r.record_id = ?", (record_id,)).fetchone()
-        if row is None:
+        found = self._opened(self._db.execute(_SELECT + " WHERE record_id = ?", (record_id,)))
+        if not found:
             raise BadInput(f"unknown record {record_id!r}: the record store does not hold it")
-        return _open(*row)
+        return found[0]
 
     def rectify_record(self, record_id: str, prompt: str | None = None, answer: str | None = None) -> tuple[bytes, bytes]:
         """Replace a record's prompt and/or answer in one transaction, with a fresh salt (so a
@@ -324,7 +405,9 @@ class RecordStore:
     def add_provenance(self, rows: Iterable[Provenance]) -> None:
         with self._transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO provenance VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (commitment, model, version) "
+                "DO UPDATE SET component = excluded.component, shard = excluded.shard, slice = excluded.slice, "
+                "split = excluded.split",
                 [(p.commitment, p.model, p.version, p.component, p.shard, p.slice, p.split) for p in rows],
             )
 
@@ -336,6 +419,10 @@ class RecordStore:
                 "SELECT * FROM provenance WHERE commitment = ? ORDER BY model, version", (c,)
             )]
         return out
+
+    def _subject_of(self, commit: bytes) -> str | None:
+        row = self._db.execute("SELECT subject_id FROM records WHERE commitment = ?", (commit,)).fetchone()
+        return row[0] if row else None
 
     def add_activations(self, prefix_sha256: str, rows: Iterable[tuple[bytes, str, bytes]]) -> int:
         """Seal and store cached activations, (commitment, sequence, payload) rows computed by the
@@ -349,38 +436,42 @@ class RecordStore:
             for c, sequence, payload in rows:
                 _check_sequence(sequence)
                 if c not in keys:
-                    row = self._db.execute(
-                        "SELECT k.data_key FROM records r JOIN keys.subject_keys k USING (subject_id) "
-                        "WHERE r.commitment = ?", (c,)).fetchone()
-                    keys[c] = AESGCM(row[0]) if row else None
+                    subject = self._subject_of(c)
+                    data_key = self._keys_of([subject]).get(subject) if subject is not None else None
+                    keys[c] = AESGCM(data_key) if data_key else None
                     self._db.execute("DELETE FROM activations WHERE commitment = ? AND prefix_sha256 != ?",
                                      (c, prefix_sha256))
                 key = keys[c]
                 if key is None:
                     continue
                 nonce = secrets.token_bytes(12)
-                self._db.execute("INSERT OR REPLACE INTO activations VALUES (?, ?, ?, ?, ?)", (
-                    c, prefix_sha256, sequence, nonce,
-                    key.encrypt(nonce, payload, _activation_aad(c, prefix_sha256, sequence))))
+                self._db.execute(
+                    "INSERT INTO activations VALUES (?, ?, ?, ?, ?) ON CONFLICT (commitment, prefix_sha256, sequence) "
+                    "DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext", (
+                        c, prefix_sha256, sequence, nonce,
+                        key.encrypt(nonce, payload, _activation_aad(c, prefix_sha256, sequence))))
                 stored.add((c, sequence))
         return len(stored)
 
     def activations(self, prefix_sha256: str, commitments: Iterable[bytes]) -> dict[tuple[bytes, str], bytes]:
         """(commitment, sequence) -> decrypted payload of the activations cached under
-        `prefix_sha256` for these commitments; VerificationFailed if a row fails authentication."""
+        `prefix_sha256` for these commitments; CorruptState if a row fails authentication."""
         _check_prefix(prefix_sha256)
         out: dict[tuple[bytes, str], bytes] = {}
         for c in set(commitments):
-            for sequence, nonce, ciphertext, data_key in self._db.execute(
-                "SELECT a.sequence, a.nonce, a.ciphertext, k.data_key FROM activations a "
-                "JOIN records r USING (commitment) JOIN keys.subject_keys k USING (subject_id) "
-                "WHERE a.commitment = ? AND a.prefix_sha256 = ?", (c, prefix_sha256)
+            subject = self._subject_of(c)
+            data_key = self._keys_of([subject]).get(subject) if subject is not None else None
+            if data_key is None:  # erased (or erased meanwhile): nothing of it is readable
+                continue
+            for sequence, nonce, ciphertext in self._db.execute(
+                "SELECT sequence, nonce, ciphertext FROM activations WHERE commitment = ? AND prefix_sha256 = ?",
+                (c, prefix_sha256)
             ):
                 try:
                     out[c, sequence] = AESGCM(data_key).decrypt(
                         nonce, ciphertext, _activation_aad(c, prefix_sha256, sequence))
                 except InvalidTag:
-                    raise VerificationFailed(
+                    raise CorruptState(
                         f"record store corrupt: cached {sequence} activations of commitment {c.hex()[:16]} "
                         "fail authentication") from None
         return out
@@ -394,9 +485,60 @@ class RecordStore:
         """Delete the cached activations of these commitments (inside the caller's transaction)."""
         self._db.executemany("DELETE FROM activations WHERE commitment = ?", [(c,) for c in commitments])
 
+    # --- moving a store (`erasure admin migrate`) ---------------------------------------------
 
-_SELECT = ("SELECT r.record_id, r.subject_id, r.split, r.commitment, r.nonce, r.ciphertext, k.data_key "
-           "FROM records r JOIN keys.subject_keys k USING (subject_id)")
+    def export_rows(self) -> dict[str, list[tuple]]:
+        """Every row verbatim, still sealed: table -> rows (columns as `PG_TABLES` lists them, by
+        primary key), the data keys under "subject_keys". Read in one transaction."""
+        out: dict[str, list[tuple]] = {}
+        with self._transaction():
+            for table, columns in PG_TABLES.items():
+                out[table] = [_plain(row) for row in self._db.execute(
+                    f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(_KEYS[table])}")]
+            out["subject_keys"] = [_plain(row) for row in self._db.keys_execute(
+                f"SELECT subject_id, data_key FROM {self._keys} ORDER BY subject_id")]
+        return out
+
+    def import_rows(self, rows: dict[str, list[tuple]]) -> dict[str, int]:
+        """Insert `export_rows()` output verbatim, in one transaction; rows already here unchanged
+        are skipped, so an interrupted copy resumes. BadInput, nothing written, when this store holds
+        a row of another content under the same key, or rows `rows` lacks (another store's).
+        Returns the rows inserted, per table."""
+        inserted: dict[str, int] = {}
+        with self._transaction():
+            plans = []
+            for table, columns in (*PG_TABLES.items(), *PG_KEY_TABLES.items()):
+                keys = _KEYS.get(table, ("subject_id",))
+                name, run = (self._keys, self._db.keys_execute) if table in PG_KEY_TABLES else (table, self._db.execute)
+                key_of = [columns.index(k) for k in keys]
+                present = {tuple(row[i] for i in key_of): row
+                           for row in map(_plain, run(f"SELECT {', '.join(columns)} FROM {name}"))}
+                wanted = {tuple(row[i] for i in key_of): _plain(row) for row in rows.get(table, [])}
+                differ = sorted(k for k in present.keys() & wanted.keys() if present[k] != wanted[k])
+                if differ:
+                    raise BadInput(f"the target record store holds another {table} row under {differ[0][0]!r}: "
+                                   "not a copy of this one")
+                if extra := present.keys() - wanted.keys():
+                    raise BadInput(f"the target record store holds {len(extra)} {table} rows this store does not: "
+                                   "it is another store")
+                plans.append((table, name, columns, [row for k, row in wanted.items() if k not in present]))
+            for table, name, columns, new in plans:
+                insert = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+                (self._db.keys_executemany if table in PG_KEY_TABLES else self._db.executemany)(insert, new)
+                inserted[table] = len(new)
+        return inserted
+
+
+_KEYS = {"records": ("record_id",), "provenance": ("commitment", "model", "version"),
+         "activations": ("commitment", "prefix_sha256", "sequence")}  # primary keys, for export and import
+
+
+def _plain(row: Sequence) -> tuple:
+    """A row with BLOB/BYTEA values as bytes (psycopg may hand back memoryviews)."""
+    return tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+
+
+_SELECT = "SELECT record_id, subject_id, split, commitment, nonce, ciphertext FROM records"
 
 
 def _seal(key: AESGCM, record: Record) -> tuple[bytes, bytes, bytes]:
@@ -408,7 +550,10 @@ def _seal(key: AESGCM, record: Record) -> tuple[bytes, bytes, bytes]:
 
 def _open(record_id: str, subject_id: str, split: str, commit: bytes, nonce: bytes, ciphertext: bytes,
           data_key: bytes) -> StoredRecord:
-    fields = json.loads(AESGCM(data_key).decrypt(nonce, ciphertext, _aad(record_id, subject_id)))
+    try:
+        fields = json.loads(AESGCM(data_key).decrypt(nonce, ciphertext, _aad(record_id, subject_id)))
+    except InvalidTag:
+        raise CorruptState(f"record store corrupt: record {record_id!r} fails authentication") from None
     return StoredRecord(record_id, subject_id, fields["prompt"], fields["answer"], split, commit)
 
 
@@ -447,3 +592,235 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# The SQL-dialect seam. RecordStore writes SQLite's dialect (`?` placeholders, the keys' table
+# named by `keys_table`, upserts as INSERT ... ON CONFLICT, which both speak); a backend runs
+# it on the records' database (`execute`) or the keys' (`keys_execute`) and opens the
+# transactions that span both.
+
+
+class _SQLiteBackend:
+    """records.db with record-keys.db ATTACHed as `keys`: one connection, one transaction."""
+
+    keys_table = "keys.subject_keys"
+
+    def __init__(self, records_db: Path, keys_db: Path):
+        _create_private(records_db)
+        _create_private(keys_db)
+        self._db = sqlite3.connect(records_db, isolation_level=None)
+        try:
+            self._db.execute("ATTACH DATABASE ? AS keys", (str(keys_db),))
+            # Rollback journals (not WAL) keep a transaction atomic across both files;
+            # secure_delete overwrites erased rows and keys on disk.
+            for schema in ("main", "keys"):
+                self._db.execute(f"PRAGMA {schema}.journal_mode=DELETE")
+                self._db.execute(f"PRAGMA {schema}.secure_delete=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            if type(err) is not sqlite3.DatabaseError:  # locked, unreadable: not corruption
+                raise
+            raise CorruptState(f"record store {records_db} or its key store {keys_db} is corrupt: {err} "
+                               "(`erasure check` names the file)") from None
+
+    def execute(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
+        self._db.executemany(sql, rows)
+
+    keys_execute = execute
+    keys_executemany = executemany
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _PostgresBackend:
+    """The records' database and the keys' database (another database, maybe another server):
+    two connections (autocommit; BEGIN ... COMMIT where RecordStore opens a transaction).
+    psycopg's errors become one line: the server unreachable or gone ServiceError, a table or
+    column missing CorruptState."""
+
+    keys_table = "subject_keys"
+
+    def __init__(self, url: str, keys_url: str):
+        import psycopg
+
+        self._psycopg = psycopg
+        self.where = f"record store database {redact_url(url)}"
+        self.keys_where = f"record keys database {redact_url(keys_url)}"
+        if not keys_url:
+            raise BadInput("the record store on PostgreSQL needs a keys database URL (ERASURE_KEYS_DATABASE_URL)")
+        self._db = self._connect(url, self.where)
+        try:
+            self._kdb = self._connect(keys_url, self.keys_where)
+        except BaseException:
+            self._db.close()
+            raise
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, url: str, where: str):  # type: ignore[no-untyped-def]
+        try:
+            return self._psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as err:
+            raise _pg_error(err, where) from None
+
+    def _prepare(self) -> None:
+        """Refuse one database for both; create the tables when missing (under the writers' lock)."""
+        where = "SELECT current_database(), inet_server_addr(), inet_server_port()"
+        if self._run(self._db, where, (), self.where).fetchone() == \
+                self._run(self._kdb, where, (), self.keys_where).fetchone():
+            raise BadInput(f"{self.keys_where} is the records' own database: the data keys must live in "
+                           "another one (a dump of the records alone must stay unreadable)")
+        present = "SELECT to_regclass(?) IS NOT NULL"
+        if all(self.execute(present, (t,)).fetchone()[0] for t in PG_TABLES) and \
+                all(self.keys_execute(present, (t,)).fetchone()[0] for t in PG_KEY_TABLES):
+            return
+        with self.transaction():
+            self._run(self._db, _PG_SCHEMA, None, self.where)
+            self._run(self._kdb, _PG_KEYS_SCHEMA, None, self.keys_where)
+
+    def _run(self, conn, sql: str, params: Sequence | None, where: str):  # type: ignore[no-untyped-def]
+        try:
+            return conn.execute(sql if params is None else sql.replace("?", "%s"), params)
+        except self._psycopg.Error as err:
+            raise _pg_error(err, where) from None
+
+    def _run_many(self, conn, sql: str, rows: Iterable[Sequence], where: str) -> None:  # type: ignore[no-untyped-def]
+        rows = list(rows)
+        if not rows:
+            return
+        try:
+            with conn.cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s"), rows)
+        except self._psycopg.Error as err:
+            raise _pg_error(err, where) from None
+
+    def execute(self, sql: str, params: Sequence = ()):  # type: ignore[no-untyped-def]
+        return self._run(self._db, sql, params, self.where)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
+        self._run_many(self._db, sql, rows, self.where)
+
+    def keys_execute(self, sql: str, params: Sequence = ()):  # type: ignore[no-untyped-def]
+        return self._run(self._kdb, sql, params, self.keys_where)
+
+    def keys_executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
+        self._run_many(self._kdb, sql, rows, self.keys_where)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction in each database, the keys' committed first.
+
+        No transaction spans both databases (PREPARE TRANSACTION would need
+        max_prepared_transactions, off by default, and someone to resolve in-doubt
+        transactions), so the order of the two commits decides what a failure between them
+        leaves, and keys first is the order that never loses the guarantee:
+        - a write that adds a key (ingest) commits the key before the rows sealed under it: cut
+          off between the two, a key without rows is left (harmless; the next ingest of the
+          subject reuses it, erase_subject deletes it), never rows no key opens;
+        - an erasure deletes the key first, and that commit is the crypto-erasure: from then on
+          every copy of the subject's rows (this database, its replicas, its dumps) is
+          unreadable. Cut off before the rows' commit, the rows stay but are keyless: reads skip
+          them (as SQLite's join did), and a retry of the erasure (the caller saw it fail)
+          deletes them. Rows first would instead leave, for as long as nobody retries, a live
+          key that opens every earlier dump of the rows.
+        Writers are serialised by a transaction-scoped advisory lock in the records' database
+        (as BEGIN IMMEDIATE does in SQLite), taken before the keys' transaction opens: one lock
+        order, so no deadlock between the two databases.
+        """
+        try:
+            self.execute("BEGIN")
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
+            self.keys_execute("BEGIN")
+            yield
+            self.keys_execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        for conn in (self._kdb, self._db):
+            try:
+                if conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+            except self._psycopg.Error:
+                pass  # the connection is gone: the server rolls back
+
+    def close(self) -> None:
+        for conn in (self._db, getattr(self, "_kdb", None)):
+            if conn is not None:
+                conn.close()
+
+
+def check_postgres(url: str, keys_url: str) -> list[tuple[str, str, str | None]]:
+    """`erasure check` of the record store on PostgreSQL: (store, database, problem or None) for
+    the records' database and the keys' database, or [] when neither holds a table yet (a new
+    deployment). ServiceError when a database does not answer (not a corrupt store)."""
+    import psycopg
+
+    found: list[dict[str, set[str]]] = []
+    identity = []
+    for where, target in ((f"record store database {redact_url(url)}", url),
+                          (f"record keys database {redact_url(keys_url)}", keys_url)):
+        try:
+            with psycopg.connect(target, connect_timeout=10) as db:
+                columns: dict[str, set[str]] = {}
+                for table, column in db.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                                "WHERE table_schema = current_schema()"):
+                    columns.setdefault(table, set()).add(column)
+                identity.append(db.execute("SELECT current_database(), inet_server_addr(), inet_server_port()")
+                                .fetchone())
+        except psycopg.Error as err:
+            raise _pg_error(err, where) from None
+        found.append(columns)
+    records, keys = found
+    if not (set(PG_TABLES) & records.keys() or set(PG_KEY_TABLES) & keys.keys()):
+        return []
+
+    def problem(expected: dict[str, tuple[str, ...]], columns: dict[str, set[str]]) -> str | None:
+        for table, wanted in expected.items():
+            if table not in columns:
+                return f"no table {table}"
+            missing = [c for c in wanted if c not in columns[table]]
+            if missing:
+                return f"table {table} lacks column {', '.join(missing)}"
+        return None
+
+    keys_problem = problem(PG_KEY_TABLES, keys)
+    if identity[0] == identity[1]:
+        keys_problem = "the records' own database: the data keys must live in another one"
+    return [("records", redact_url(url), problem(PG_TABLES, records)),
+            ("record keys", redact_url(keys_url), keys_problem)]
+
+
+def redact_url(url: str) -> str:
+    """A database URL to print: no password (if it holds one), no query (`?passfile=`...)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    return urlunsplit(parts._replace(query="", fragment=""))
+
+
+def _pg_error(err: Exception, where: str) -> ErasureError:
+    """One line for a psycopg error (its messages run over several lines)."""
+    import psycopg
+
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return ServiceError(f"{where} unavailable: {first}")
+    if isinstance(err, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)):
+        return CorruptState(f"{where} lacks the record store's schema: {first} (`erasure check`)")
+    return ServiceError(f"{where} error: {first}")

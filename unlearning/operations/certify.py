@@ -7,15 +7,16 @@ of its components ever saw an erased record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from importlib import metadata
 from pathlib import Path
 
-from ledger import entries
+from ledger import entries, model_signature
 from ledger.certificate import (
-    ENVELOPE_FILE, ComponentClaim, ManifestRef, Predicate, cite, log_certificate, non_membership_proofs,
-    sign_certificate,
+    ENVELOPE_FILE, ComponentClaim, ManifestRef, ModelSignatureRef, Predicate, cite, log_certificate,
+    non_membership_proofs, sign_certificate,
 )
 from ledger.dsse import verify_envelope
 from ledger.keys import load_signer
@@ -24,11 +25,25 @@ from ledger.statement import parse_statement
 from ledger.workspace import Workspace
 from unlearning.operations.receive import Receipt
 from unlearning.versions.bundle import bundle_version, manifest_file, write_bundle
-from unlearning.versions.store import ModelVersion
+from unlearning.versions.layout import BUNDLES_DIR
+from unlearning.versions.store import ModelStore, ModelVersion
 
 
 def bundle_dir(ws: Workspace, name: str, version: int) -> Path:
-    return ws.artifacts / "bundles" / name / f"v{version}"
+    return ws.artifacts / BUNDLES_DIR / name / f"v{version}"
+
+
+def certified_bundle(ws: Workspace, name: str, version: int) -> Path | None:
+    """The version's certified bundle (its certificate written), or None when there is none yet.
+    With an object store, one certified on another host is fetched (verified) into artifacts/."""
+    bundle = bundle_dir(ws, name, version)
+    if (bundle / ENVELOPE_FILE).exists():
+        return bundle
+    remote = ModelStore(ws).remote
+    if remote is not None and remote.has_bundle(name, version):
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        return remote.download_bundle(name, version, bundle)
+    return None
 
 
 def certified_predicate(bundle: Path, ws: Workspace) -> Predicate:
@@ -69,6 +84,18 @@ def _build_facts(version: ModelVersion) -> dict:
     }
 
 
+def sign_openssf(ws: Workspace, bundle: Path, version: ModelVersion) -> ModelSignatureRef:
+    """Write the bundle's `model.sig` (OpenSSF model signing, `ledger.model_signature`) and the
+    reference the certificate carries. A workspace whose keys predate the model-signing key gets
+    one here (`erasure keys init` makes it too): it is no trust root of its own, the certificate
+    that names it is signed by the certifier key."""
+    model_signature.init_model_signing_key(ws.key_dir)
+    key = model_signature.load_private(ws.key_dir)
+    data = model_signature.sign_model(bundle, key, f"{version.name}-v{version.version}")
+    return ModelSignatureRef(sha256=hashlib.sha256(data).hexdigest(),
+                             publicKey=model_signature.public_pem(key.public_key()))
+
+
 def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actions: dict[str, str] | None = None,
             resumed_from: dict[str, str | None] | None = None, removed: list[str] | None = None,
             claim: str = "EXACT", approximation: dict | None = None) -> Path:
@@ -79,11 +106,13 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
     its updated adapters still hold their records). `actions` maps component id ->
     trained|kept|retrained|deactivated (default: trained for a first version, kept otherwise).
     """
+    certified = certified_bundle(ws, version.name, version.version)
+    if certified is not None:
+        return certified
     bundle = bundle_dir(ws, version.name, version.version)
-    if (bundle / ENVELOPE_FILE).exists():
-        return bundle
     parent = version.meta.parent_version
-    erasures = list(certified_predicate(bundle_dir(ws, version.name, parent), ws).erasures) if parent else []
+    parent_bundle = certified_bundle(ws, version.name, parent) if parent else None
+    erasures = list(certified_predicate(parent_bundle, ws).erasures) if parent_bundle else []
     if approximation is not None:  # its own requests: excluded in the parent, their records in updated adapters
         approximated = {r["requestId"] for r in approximation["requests"]}
         erasures = [e for e in erasures if e.requestId not in approximated]
@@ -96,6 +125,7 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
     manifests = {c.id: c.manifest() for c in served.components}
     erased = [bytes.fromhex(c) for e in erasures for c in e.commitments]
     default_action = "kept" if parent else "trained"
+    signed = sign_openssf(ws, bundle, version)  # before the certificate, which names it
     with open_ledger(ws, sign=True) as ledger:
         claims = [
             ComponentClaim(
@@ -106,14 +136,18 @@ def certify(ws: Workspace, version: ModelVersion, receipts: list[Receipt], actio
             )
             for c in served.components
         ]
-        cited = [e.ledgerIndex for e in erasures] + [c.ledgerIndex for c in claims]
+        cited = [e.ledgerIndex for e in erasures] + [i for e in erasures for i in e.partIndices] + \
+            [c.ledgerIndex for c in claims]
         checkpoint = ledger.checkpoint()
         predicate = Predicate(
             claim=claim, method=version.meta.method, model=version.name, modelVersion=version.version,
             parentVersion=parent, erasures=erasures, components=claims, removed=removed or [],
             nonMembership=non_membership_proofs(manifests, erased), build=_build_facts(version),
-            approximation=approximation, ledger=cite(ledger, cited, checkpoint),
+            approximation=approximation, ledger=cite(ledger, cited, checkpoint), modelSignature=signed,
         )
         envelope = sign_certificate(bundle, predicate, load_signer(ws, "certifier"))
         log_certificate(bundle, predicate, envelope, ledger)
+    remote = ModelStore(ws).remote
+    if remote is not None:  # the other hosts' executors carry the certificate forward from here
+        remote.upload_bundle(version.name, version.version, bundle)
     return bundle

@@ -22,7 +22,7 @@ from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations import steps
 from unlearning.operations.approximate import check_supported
 from unlearning.operations.context import Context
-from unlearning.operations.publish import registry_unready
+from unlearning.operations.publish import registered_elsewhere, registry_unready
 from unlearning.operations.receive import (
     Receipt, check_trainable, correction, default_request_id, logged_rectification, lookup_receipt, receive,
     receive_rectification, rectify_request_id,
@@ -52,8 +52,9 @@ class ForgetResult:
 
 def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | None = None,
            request_id: str | None = None, retrain: bool = True, progress=None,  # type: ignore[no-untyped-def]
-           approximate: SolverSettings | None = None) -> ForgetResult:
-    """Erase a subject (or some of its records) from model `name`.
+           approximate: SolverSettings | None = None, legal_basis: str | None = None) -> ForgetResult:
+    """Erase a subject (or some of its records) from model `name`; `legal_basis` sets the deadline
+    policy (`deadlines`; default GDPR Art. 17).
 
     With `approximate`, an influence-function update of the served adapters (APPROXIMATE, from
     the records held in memory after the store shredded them) is published after the exclusion
@@ -71,7 +72,8 @@ def forget(ws: Workspace, name: str, subject_id: str, record_ids: list[str] | No
                 _check_approximate(current, retrain)
                 held = [r for r in store.records("train")
                         if r.subject_id == subject_id and (not record_ids or r.record_id in record_ids)]
-    receipt = receive(ws, request_id, subject_id, record_ids, model=name)
+    source = {"via": "cli", **({"legal_basis": legal_basis} if legal_basis else {})}
+    receipt = receive(ws, request_id, subject_id, record_ids, model=name, source=source)
     return _stages(ctx, name, receipt, held, [], approximate, retrain, progress, start)
 
 
@@ -137,8 +139,12 @@ def _stages(ctx: Context, name: str, receipt: Receipt, old: list[StoredRecord], 
 def _ready(ctx: Context, name: str) -> ModelVersion:
     """The model's newest exact version, after finishing what a crash left (under the model's
     lock, so a pipeline retrain of the model goes first) and certifying a version trained without
-    a registry at hand; BadInput (unknown model) or ServiceError (no keys, no registry) before
-    the request has any effect."""
+    a registry at hand; BadInput (unknown model) or ServiceError (no keys, no registry, or the
+    model registered in a registry other than the embedded one in use) before the request has
+    any effect."""
+    elsewhere = registered_elsewhere(ctx.ws, ctx.registry, name)
+    if elsewhere is not None:
+        raise ServiceError(elsewhere)
     current = steps.settle_model(ctx, name)
     unready = registry_unready(ctx.ws)
     if unready is not None:

@@ -1,10 +1,14 @@
-"""Purge: delete every local and registered version that saw an erased record (logged)."""
+"""Purge: delete every local and registered version that saw an erased record (logged).
+
+With an object store the shared copies go too (indexes, then the model's blobs no remaining
+version names); other hosts delete their copies when they next list the model's versions
+(`ModelStore`)."""
 
 from __future__ import annotations
 
 import shutil
 
-from ledger import entries
+from ledger import entries, failpoints
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from unlearning.operations.affected import affected_components
@@ -31,10 +35,13 @@ def purge(ws: Workspace, registry: Registry, name: str, receipts: list[Receipt],
             registry.purge(ws, registered, request_ids)
     if not local:
         return sorted(dirty_numbers)
+    failpoints.reach("purge.before_local")
     with open_ledger(ws) as ledger:
         for v in dirty:
             shutil.rmtree(bundle_dir(ws, name, v.version), ignore_errors=True)
-            shutil.rmtree(v.path)
+            shutil.rmtree(v.path, ignore_errors=True)
             ledger.append_many([entries.local_version_purged(name, v.version, request_ids)])
+    if models.remote is not None:  # then the shared copies (a retry finds them still listed there);
+        models.remote.delete(name, sorted(dirty_numbers))  # every host drops its own on sight
     return sorted(dirty_numbers)
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ledger import entries
 from ledger.certificate import Erasure
@@ -21,6 +22,7 @@ from ledger.log import Ledger, open_ledger
 from ledger.workspace import Workspace
 from unlearning.data.records import Record, RecordStore, StoredRecord
 from unlearning.data.secrets import subject_tag
+from unlearning.operations.deadlines import PolicyTable, policy_table
 from unlearning.training.config import TrainConfig
 
 
@@ -29,11 +31,13 @@ class Receipt:
     """A logged erasure request: what the certificate cites."""
 
     request_id: str
-    commitments: tuple[str, ...]  # hex
+    commitments: tuple[str, ...]  # hex, the receipt's and its parts'
     ledger_index: int
+    part_indices: tuple[int, ...] = ()  # its request_commitments entries, parts 1, 2, …
 
     def to_erasure(self) -> Erasure:
-        return Erasure(requestId=self.request_id, commitments=list(self.commitments), ledgerIndex=self.ledger_index)
+        return Erasure(requestId=self.request_id, commitments=list(self.commitments), ledgerIndex=self.ledger_index,
+                       partIndices=list(self.part_indices))
 
 
 def default_request_id(ws: Workspace, model: str | None, subject_id: str, record_ids: list[str] | None) -> str:
@@ -60,7 +64,16 @@ def receipts_of(ws: Workspace, request_ids: list[str]) -> list[Receipt]:
 
 
 def _receipt(ledger: Ledger, request_id: str, index: int) -> Receipt:
-    return Receipt(request_id, tuple(json.loads(ledger.entry(index))["commitments"]), index)
+    """The receipt at `index` with the commitments of its parts (logged with it)."""
+    entry = json.loads(ledger.entry(index))
+    commitments, parts = list(entry["commitments"]), []
+    for part in range(1, entry.get("parts", 0) + 1):
+        found = ledger.find(entries.commitments_key(request_id, part))
+        if found is None:
+            raise BadInput(f"request {request_id}: part {part} of its commitments is not in the ledger")
+        commitments += json.loads(ledger.entry(found))["commitments"]
+        parts.append(found)
+    return Receipt(request_id, tuple(commitments), index, tuple(parts))
 
 
 @dataclass(frozen=True)
@@ -84,14 +97,17 @@ def receive(ws: Workspace, request_id: str, subject_id: str, record_ids: list[st
     return result
 
 
-def receive_many(ws: Workspace, requests: list[Request]) -> list[Receipt | BadInput]:
+def receive_many(ws: Workspace, requests: list[Request], table: PolicyTable | None = None) -> list[Receipt | BadInput]:
     """`receive` for a batch, in one ledger and one record-store transaction; per request its
-    receipt, or BadInput (e.g. unknown subject) with nothing logged for it.
+    receipt, or BadInput (e.g. unknown subject) with nothing logged for it. Each request is logged
+    with its legal deadline (`deadlines`: the policy's, or the sender's when earlier) from
+    `table` (default: erasure.toml's, read now).
 
     A request logged before is not logged again, but its records are shredded again: a crash
     between the two transactions must not leave them readable.
     """
     results: dict[str, Receipt | BadInput] = {}
+    table, now = table or policy_table(ws), datetime.now(UTC)
     with open_ledger(ws) as ledger, RecordStore.open(ws) as store:
         new: dict[str, tuple[Request, list[bytes]]] = {}
         for req in requests:
@@ -105,13 +121,16 @@ def receive_many(ws: Workspace, requests: list[Request]) -> list[Receipt | BadIn
                 new[req.request_id] = (req, store.commitments_of(req.subject_id, req.record_ids))
             except BadInput as err:
                 results[req.request_id] = err
-        indices = ledger.append_many([entries.request_received(
+        logged = [[entries.request_received(
             req.request_id, "erase_records" if req.record_ids else "erase_subject", subject_tag(ws, req.subject_id),
             req.model, [c.hex() for c in commitments], req.source or {"via": "cli"},
             activations=store.count_activations(commitments),
-        ) for req, commitments in new.values()])
-        for (req, commitments), index in zip(new.values(), indices):
-            results[req.request_id] = Receipt(req.request_id, tuple(c.hex() for c in commitments), index)
+            deadline=table.at_receipt(req.source or {}, now),
+        ), *entries.request_parts(req.request_id, [c.hex() for c in commitments])] for req, commitments in new.values()]
+        indices = iter(ledger.append_many([e for request in logged for e in request]))
+        for (req, commitments), request in zip(new.values(), logged):
+            receipt, *parts = [next(indices) for _ in request]
+            results[req.request_id] = Receipt(req.request_id, tuple(c.hex() for c in commitments), receipt, tuple(parts))
         # the ledger holds the commitments now: the records themselves can go
         store.erase_commitments(bytes.fromhex(c) for r in results.values() if isinstance(r, Receipt)
                                 for c in r.commitments)
@@ -167,15 +186,19 @@ def rectify_request_id(ws: Workspace, model: str, new: Record) -> str:
 
 
 def receive_rectification(ws: Workspace, request_id: str, old: StoredRecord, new: Record, model: str | None,
-                          receipt: Receipt | None, source: dict | None = None) -> Receipt:
-    """Log the request with the old commitment, then replace the record's content (idempotent:
-    a request logged before is completed if its record still has the old commitment)."""
+                          receipt: Receipt | None, source: dict | None = None,
+                          table: PolicyTable | None = None) -> Receipt:
+    """Log the request with the old commitment and its deadline (from `table`, default
+    erasure.toml's), then replace the record's content (idempotent: a request logged before is
+    completed if its record still has the old commitment)."""
     with open_ledger(ws) as ledger, RecordStore.open(ws) as store:
         if receipt is None:
             fields = [f for f in ("prompt", "answer") if getattr(new, f) != getattr(old, f)]
+            source = source or {"via": "cli", "legal_basis": "GDPR Art. 16"}
             index = ledger.append_many([entries.request_received(
                 request_id, "rectify_record", subject_tag(ws, old.subject_id), model, [old.commitment.hex()],
-                source or {"via": "cli"}, fields, store.count_activations([old.commitment]))])[0]
+                source, fields, store.count_activations([old.commitment]),
+                (table or policy_table(ws)).at_receipt(source, datetime.now(UTC)))])[0]
             receipt = Receipt(request_id, (old.commitment.hex(),), index)
         if old.commitment.hex() in receipt.commitments:  # the ledger holds the old commitment: replace it
             store.rectify_record(old.record_id, new.prompt, new.answer)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from ledger import entries
+from ledger.errors import CorruptState
 from ledger.log import open_ledger
 from ledger.manifest import Manifest
 from ledger.workspace import Workspace
@@ -64,21 +67,68 @@ def restore(ws: Workspace, clean: ModelVersion, receipts: list[Receipt], shards:
 
 
 class Journal:
-    """The restore in progress for a model (written before the retrain, removed after logging)."""
+    """The restore in progress for a model (written before the retrain, removed after logging).
+
+    Embedded: a file in ERASURE_HOME/pipeline, replaced atomically. Shared (a database URL): a
+    row of `restore_journal` (model, the intent's JSON text), whose writes are fenced by the
+    model's lease when this context holds it (`Lease.fence`: a holder whose lease was taken over
+    gets `LeaseLost` and changes nothing). Same API and the same corruption handling either way.
+    """
+
+    SUFFIX = ".restore.json"
 
     def __init__(self, ws: Workspace, name: str) -> None:
-        self.path = pipeline_dir(ws) / f"{name}.restore.json"
+        self.name = name
+        self.url = ws.database_url()
+        self.path: Path | None = None if self.url else pipeline_dir(ws) / f"{name}{self.SUFFIX}"
+
+    @classmethod
+    def every(cls, ws: Workspace) -> list["Journal"]:
+        """The journals that exist (a restore announced and not yet finished), by model."""
+        if ws.database_url():
+            with _database(ws.database_url()) as conn:
+                names = [row[0] for row in conn.execute("SELECT model FROM restore_journal ORDER BY model")]
+            return [cls(ws, name) for name in names]
+        if not (ws.home / "pipeline").is_dir():
+            return []
+        return [cls(ws, path.name.removesuffix(cls.SUFFIX)) for path in sorted(pipeline_dir(ws).glob("*" + cls.SUFFIX))]
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else f"restore_journal/{self.name} in the shared database"
 
     def read(self) -> dict | None:
-        if not self.path.exists():
-            return None
-        intent = json.loads(self.path.read_text())
+        if self.path is None:
+            with _database(self.url) as conn:
+                row = conn.execute("SELECT intent FROM restore_journal WHERE model = %s", (self.name,)).fetchone()
+            if row is None:
+                return None
+            text = row[0]
+            damaged = "the database was damaged; restore it from a backup"
+        else:
+            if not self.path.exists():
+                return None
+            text = None
+            damaged = "the workspace was damaged; restore it from a backup"
+        try:
+            intent = json.loads(self.path.read_text() if text is None else text)
+            if not isinstance(intent, dict) or not isinstance(intent.get("requests"), list):
+                raise ValueError("not a restore intent")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CorruptState(f"restore journal {self.where} is unreadable ({err}): it is written atomically, "
+                               f"so {damaged}") from None
         if "shard" in intent:  # written by an earlier release: one shard per restore
             intent["shards"] = [intent.pop("shard")]
         return intent
 
     def write(self, base: int, shards: list[int], requests: list[str], jobs: list[str]) -> dict:
         intent = {"base": base, "shards": shards, "requests": requests, "jobs": jobs}
+        if self.path is None:
+            with _database(self.url) as conn, self._fenced(conn):
+                conn.execute("INSERT INTO restore_journal (model, intent) VALUES (%s, %s) "
+                             "ON CONFLICT (model) DO UPDATE SET intent = EXCLUDED.intent",
+                             (self.name, json.dumps(intent)))
+            return intent
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(intent, f)
@@ -88,7 +138,38 @@ class Journal:
         return intent
 
     def clear(self) -> None:
+        if self.path is None:
+            with _database(self.url) as conn, self._fenced(conn):
+                conn.execute("DELETE FROM restore_journal WHERE model = %s", (self.name,))
+            return
         self.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def _fenced(self, conn):  # type: ignore[no-untyped-def]
+        """A transaction that holds the model's lease row (if this context holds the lease)."""
+        from unlearning.versions.lease import current_lease, database_errors
+
+        lease = current_lease(self.name)
+        if lease is not None:
+            with lease.fence(conn):
+                yield
+        else:
+            with database_errors(), conn.transaction():
+                yield
+
+
+@contextmanager
+def _database(url: str | None):  # type: ignore[no-untyped-def]
+    """A connection to the shared database for one journal operation (its failures `ServiceError`)."""
+    from unlearning.versions.lease import connect, database_errors
+
+    assert url is not None
+    conn = connect(url)
+    try:
+        with database_errors():
+            yield conn
+    finally:
+        conn.close()
 
 
 def served_clean(version: ModelVersion, shards: Iterable[int], receipts: list[Receipt]) -> set[int]:

@@ -14,11 +14,10 @@ import os
 import shutil
 
 from ledger import entries
-from ledger.certificate import ENVELOPE_FILE
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from unlearning.operations.approximate import latest_exact
-from unlearning.operations.certify import bundle_dir
+from unlearning.operations.certify import certified_bundle
 from unlearning.operations.context import Context
 from unlearning.operations.exclude import finish_exclusion
 from unlearning.operations.publish import publish
@@ -43,7 +42,7 @@ def settle(ctx: Context, name: str) -> ModelVersion:
                              _version(ctx, name, newest.meta.parent_version))
     elif intent is not None and newest.meta.parent_version == intent["base"]:
         finish_restore(ctx, newest, intent, _version(ctx, name, intent["base"]))
-    elif not (bundle_dir(ctx.ws, name, newest.version) / ENVELOPE_FILE).exists():
+    elif certified_bundle(ctx.ws, name, newest.version) is None:
         publish(ctx.ws, ctx.registry, newest, [])  # trained without a registry at hand
     journal.clear()
     return newest
@@ -56,9 +55,12 @@ def _version(ctx: Context, name: str, number: int) -> ModelVersion | None:
 
 
 def _remove_dead_drafts(ws: Workspace, name: str) -> None:
-    """Staging directories of killed processes (`.staging-vN-PID`) are garbage: drop them."""
-    model_dir = ModelStore(ws).root / name
-    for staging in model_dir.glob(".staging-v*-*"):
+    """Staging directories of killed processes are garbage: drafts (`.staging-vN-PID`) and half
+    downloads from the object store (`.fetch-vN-PID`, of versions and of bundles, which may hold
+    a version purged since): drop them."""
+    models = ModelStore(ws)
+    dirs = [models.root / name, models.bundles / name]
+    for staging in [p for d in dirs for pattern in (".staging-v*-*", ".fetch-v*-*") for p in d.glob(pattern)]:
         pid = int(staging.name.rsplit("-", 1)[1])
         try:
             os.kill(pid, 0)

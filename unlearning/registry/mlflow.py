@@ -5,6 +5,11 @@ tagged with `erasure.status` (pending → certified / approximate / superseded /
 certificate's sha256, its ledger index and the local version number. The alias `certified`
 moves only after the registered copy, downloaded back over HTTP, verifies. Every registration,
 alias move and purge is also a ledger entry.
+
+With no server configured the registry is the workspace's embedded store, used in-process:
+`mlflow.db` (SQLite) with artifacts under `mlflow-artifacts/`. It is the store `erasure dev up`'s
+server fronts, so versions that server registered (artifact URIs `mlflow-artifacts:/…`) are read
+from the same files, and the server serves the ones registered here.
 """
 
 from __future__ import annotations
@@ -62,22 +67,44 @@ def parse_target(target: str) -> tuple[str, str | None, int | None]:
 
 
 class Registry:
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, artifacts: Path | None = None) -> None:
+        """`artifacts`: the embedded store's artifact root (not given for a server)."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         from mlflow import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # after import: mlflow sets INFO on import
 
-        # proxied artifact URIs (mlflow-artifacts:/) resolve through the global tracking URI
+        # proxied artifact URIs (mlflow-artifacts:/) resolve through the global tracking URI; MLflow
+        # also exports it to os.environ, where Workspace.mlflow_uri() would take it as configured
+        exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+        for key, value in exported.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         self.uri = tracking_uri
+        self.artifacts = artifacts
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @classmethod
     def for_workspace(cls, ws: Workspace) -> "Registry":
-        return cls(ws.mlflow_uri())
+        uri = ws.mlflow_uri()
+        if uri == ws.mlflow_embedded_uri:
+            ws.ensure()
+            return cls(uri, ws.mlflow_artifacts)
+        return cls(uri)
+
+    def _local(self, uri: str) -> str:
+        """An artifact URI this process reaches: in the embedded store, a `mlflow-artifacts:/PATH`
+        that `erasure dev up`'s server wrote over the same store is the file PATH under its root."""
+        if self.artifacts is None or not uri.startswith("mlflow-artifacts:"):
+            return uri
+        from urllib.parse import urlparse
+
+        return (self.artifacts / urlparse(uri).path.lstrip("/")).as_uri()
 
     def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         from mlflow.exceptions import MlflowException
@@ -122,8 +149,8 @@ class Registry:
         from mlflow.artifacts import download_artifacts
 
         dest.mkdir(parents=True, exist_ok=True)
-        path = self._call("download", download_artifacts, artifact_uri=registered.source, dst_path=str(dest),
-                          tracking_uri=self.uri)
+        path = self._call("download", download_artifacts, artifact_uri=self._local(registered.source),
+                          dst_path=str(dest), tracking_uri=self.uri)
         return Path(path)
 
     # --- writing -----------------------------------------------------------------------------
@@ -138,7 +165,7 @@ class Registry:
         experiment = self._experiment(f"erasure/{name}")
         run = self._call("create run", self.client.create_run, experiment,
                          tags={"erasure.model": name, LOCAL_VERSION: str(predicate.modelVersion)})
-        self._call("upload", self.client.log_artifacts, run.info.run_id, str(bundle), "bundle")
+        self._upload(run, bundle)
         self._call("finish run", self.client.set_terminated, run.info.run_id)
         from mlflow.exceptions import MlflowException
 
@@ -154,6 +181,66 @@ class Registry:
                                                          sha)])
         return self.get(name, int(mv.version))
 
+    def copy_from(self, source: "Registry", name: str) -> list[int]:
+        """Copy every version of `name` from `source` into this registry with the same registry
+        version numbers (the ledger's `model_registered` entries bind them), tags and aliases;
+        each bundle downloaded and uploaded anew. A number `source` no longer holds (a purged
+        version) is taken by a placeholder deleted at once, so the numbers after it still match.
+        Versions already here with the same certificate are kept (a copy can be resumed); a
+        different one under the same number is refused. Writes no ledger entry: the history
+        is the same. Returns the version numbers copied."""
+        from mlflow.exceptions import MlflowException
+
+        wanted = source.versions(name)
+        present = {r.version: r for r in self._safe_versions(name)}
+        copied = []
+        if not wanted:
+            return copied
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:
+            pass  # already registered
+        experiment = self._experiment(f"erasure/{name}")
+        by_number = {r.version: r for r in wanted}
+        for number in range(1, wanted[-1].version + 1):
+            if number in present:
+                if number in by_number and present[number].certificate_sha256 != by_number[number].certificate_sha256:
+                    raise BadInput(f"{self.uri} already holds {name} v{number} with another certificate")
+                continue
+            if present and number < max(present):
+                continue  # a gap an earlier copy already left
+            run = self._call("create run", self.client.create_run, experiment, tags={"erasure.model": name})
+            mv = None
+            if number in by_number:
+                with fetch(source, by_number[number]) as tmp:
+                    self._upload(run, Path(tmp) / "bundle")
+                tags = source.client.get_model_version(name, str(number)).tags or {}
+                mv = self._call("register", self.client.create_model_version, name,
+                                f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id, tags=dict(tags))
+                copied.append(number)
+            else:
+                mv = self._call("register", self.client.create_model_version, name, run.info.artifact_uri,
+                                run_id=run.info.run_id)
+            self._call("finish run", self.client.set_terminated, run.info.run_id)
+            if int(mv.version) != number:
+                raise ServiceError(f"MLflow at {self.uri} numbered the copy of {name} v{number} as v{mv.version}: "
+                                   "the registry was written meanwhile")
+            if number not in by_number:
+                self._call("version deletion", self.client.delete_model_version, name, str(number))
+        for registered in wanted:
+            for alias in registered.aliases:
+                self._call("alias", self.client.set_registered_model_alias, name, alias, str(registered.version))
+        return copied
+
+    def _upload(self, run, bundle: Path) -> None:  # type: ignore[no-untyped-def]
+        if self.artifacts is None:
+            self._call("upload", self.client.log_artifacts, run.info.run_id, str(bundle), "bundle")
+        else:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            repo = get_artifact_repository(self._local(run.info.artifact_uri))
+            self._call("upload", repo.log_artifacts, str(bundle), "bundle")
+
     def _safe_versions(self, name: str) -> list[RegisteredVersion]:
         from mlflow.exceptions import MlflowException
 
@@ -166,6 +253,9 @@ class Registry:
         found = self._call("experiment lookup", self.client.get_experiment_by_name, name)
         if found is not None:
             return found.experiment_id
+        if self.artifacts is not None:  # not MLflow's default, ./mlruns in the working directory
+            return self._call("create experiment", self.client.create_experiment, name,
+                              artifact_location=(self.artifacts / name).as_uri())
         return self._call("create experiment", self.client.create_experiment, name)
 
     def set_status(self, registered: RegisteredVersion, status: str) -> None:
@@ -196,7 +286,7 @@ class Registry:
             self._call("alias removal", self.client.delete_registered_model_alias, registered.name, alias)
         run = self._call("run lookup", self.client.get_run, registered.run_id) if registered.run_id else None
         if run is not None:
-            repo = get_artifact_repository(run.info.artifact_uri)
+            repo = get_artifact_repository(self._local(run.info.artifact_uri))
             self._call("artifact deletion", repo.delete_artifacts, "bundle")
         self._call("version deletion", self.client.delete_model_version, registered.name, str(registered.version))
         with open_ledger(ws) as ledger:

@@ -19,8 +19,9 @@ from ledger.audit import audit_log
 from ledger.certificate import Verification, verify_certificate
 from ledger.errors import BadInput, VerificationFailed
 from ledger.keys import Trust, build_trust, read_trust
-from ledger.log import Ledger
-from ledger.store import SqliteStore
+from ledger.log import Ledger, log_exists, log_location, open_log_store
+from ledger.tiles.certified import check_served_log
+from ledger.witness.policy import certificate_checkpoints, check_witnessed, ledger_anchor, served_anchor
 from ledger.workspace import Workspace
 from unlearning import methods
 from unlearning.registry.mlflow import ALIAS, RegisteredVersion, Registry, fetch, parse_target
@@ -43,7 +44,7 @@ def erased_commitments(log: Ledger) -> dict[str, str]:
     erased: dict[str, str] = {}
     for _, data in log.entries():
         entry = json.loads(data)
-        if entry.get("type") == "request_received":
+        if entry.get("type") in ("request_received", "request_commitments"):  # a receipt and its parts
             for c in entry.get("commitments", []):
                 erased.setdefault(c, entry.get("request_id", "?"))
     return erased
@@ -60,9 +61,11 @@ def _holding(bundle: Path, erased: dict[str, str]) -> str | None:
 
 
 def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | None = None,
-                  replay: int = 0) -> Verification:
+                  replay: int = 0, log_url: str | None = None) -> Verification:
+    """With `log_url`, the ledger checks run against the log served there as tiles, not ledger.db."""
     origin = trust.role("ledger").origin
-    log = Ledger.open(ws.ledger_db, origin, create=False) if ws.ledger_db.exists() else None
+    local = log_url is None and log_exists(ws)
+    log = Ledger(open_log_store(ws, origin, create=False)) if local else None
     try:
         v = verify_certificate(bundle, trust, log)
         if not v.verified:
@@ -71,14 +74,20 @@ def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | N
         for check, step in methods.get(served.meta.method).checks(served):  # e.g. APA's aggregator binding
             if not v.run(check, step):
                 return v
-        if log is None:
-            v.run("ledger consistency", _failing(f"no ledger at {ws.ledger_db} to check consistency against"))
+        if trust.witnesses is not None and not v.run("witnesses", lambda: _witnessed(bundle, v, trust, log, log_url)):
             return v
-        if state_dir is not None:
+        if log_url is not None:
+            if not check_served_log(v, bundle, trust, log_url, state_dir):
+                return v
+        elif log is None:
+            v.run("ledger consistency", _failing(f"no ledger at {log_location(ws)} to check consistency against "
+                                                 "(give --log URL to check against the log served as tiles)"))
+            return v
+        elif state_dir is not None:
             def audit() -> str:
-                store = SqliteStore.open(ws.ledger_db, create=False)
+                store = open_log_store(ws, create=False)
                 try:
-                    report = audit_log(store, trust.role("ledger").verifiers(), origin, state_dir)
+                    report = audit_log(store, trust.role("ledger").verifiers(), origin, state_dir, trust.witnesses)
                 finally:
                     store.close()
                 before = f", consistent with size {report.previous_size} seen before" if report.previous_size else ""
@@ -92,6 +101,16 @@ def verify_bundle(ws: Workspace, bundle: Path, trust: Trust, state_dir: Path | N
     finally:
         if log is not None:
             log.close()
+
+
+def _witnessed(bundle: Path, v: Verification, trust: Trust, log: Ledger | None, log_url: str | None) -> str:
+    """The certificate's checkpoints are cosigned as the trust file requires, or prefixes of a
+    witnessed checkpoint of the served log (with --log) or of the local ledger."""
+    assert v.predicate is not None
+    anchor = (None if log_url is None and log is None
+              else (lambda: served_anchor(log_url, trust)) if log_url is not None
+              else (lambda: ledger_anchor(log, trust)))
+    return check_witnessed(trust, certificate_checkpoints(bundle, v.predicate), anchor)
 
 
 def _replay(ws: Workspace, v: Verification, count: int) -> str:
@@ -113,10 +132,11 @@ def _replay(ws: Workspace, v: Verification, count: int) -> str:
 
 
 def verify_registered(ws: Workspace, registry: Registry, registered: RegisteredVersion, bundle: Path, trust: Trust,
-                      state_dir: Path | None = None, replay: int = 0, check_aliases: bool = True) -> Verification:
+                      state_dir: Path | None = None, replay: int = 0, check_aliases: bool = True,
+                      log_url: str | None = None) -> Verification:
     """All checks of a registered version; `check_aliases=False` while promoting it (the alias
     still points at the version being replaced, which is what the promotion fixes)."""
-    v = verify_bundle(ws, bundle, trust, state_dir, replay)
+    v = verify_bundle(ws, bundle, trust, state_dir, replay, log_url)
     if not v.verified:
         return v
     assert v.predicate is not None
@@ -129,7 +149,7 @@ def verify_registered(ws: Workspace, registry: Registry, registered: RegisteredV
         if registered.local_version != p.modelVersion or registered.name != p.model:
             raise VerificationFailed(f"registry version {registered.name} v{registered.version} is bound to "
                                      f"v{registered.local_version}, the certificate is for {p.model} v{p.modelVersion}")
-        with Ledger.open(ws.ledger_db, trust.role("ledger").origin, create=False) as log:
+        with Ledger(open_log_store(ws, trust.role("ledger").origin, create=False)) as log:
             index = log.find(entries.model_registered_key(p.model, v.envelope_sha256))
             entry = json.loads(log.entry(index)) if index is not None else {}
         if entry.get("registry_version") != registered.version:
@@ -140,7 +160,7 @@ def verify_registered(ws: Workspace, registry: Registry, registered: RegisteredV
         return v
 
     def aliases() -> str:
-        with Ledger.open(ws.ledger_db, trust.role("ledger").origin, create=False) as log:
+        with Ledger(open_log_store(ws, trust.role("ledger").origin, create=False)) as log:
             erased = erased_commitments(log)
         aliased = [r for r in registry.versions(p.model) if r.aliases]
         for other in aliased:
@@ -159,18 +179,21 @@ def verify_registered(ws: Workspace, registry: Registry, registered: RegisteredV
 
 
 def verify_target(ws: Workspace, target: str, trust_file: Path | None = None, state_dir: Path | None = None,
-                  replay: int = 0) -> Verification:
-    """Verify `models:/NAME@ALIAS`, `models:/NAME/VERSION` or a local bundle directory."""
+                  replay: int = 0, log_url: str | None = None) -> Verification:
+    """Verify `models:/NAME@ALIAS`, `models:/NAME/VERSION` or a local bundle directory; with
+    `log_url`, against the log served there (a registered version's binding and aliases still
+    read this workspace's ledger)."""
     trust = trust_for(ws, trust_file)
     if not target.startswith("models:/"):
         bundle = Path(target)
         if not bundle.is_dir():
             raise BadInput(f"{target} is neither a models:/ URI nor a bundle directory")
-        return verify_bundle(ws, bundle, trust, state_dir, replay)
+        return verify_bundle(ws, bundle, trust, state_dir, replay, log_url)
     registry = Registry.for_workspace(ws)
     registered = registry.resolve(*parse_target(target))
     with fetch(registry, registered) as tmp:
-        return verify_registered(ws, registry, registered, Path(tmp) / "bundle", trust, state_dir, replay)
+        return verify_registered(ws, registry, registered, Path(tmp) / "bundle", trust, state_dir, replay,
+                                 log_url=log_url)
 
 
 def pull(ws: Workspace, target: str, dest: Path, trust_file: Path | None = None,

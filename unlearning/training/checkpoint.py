@@ -15,10 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from unlearning.versions.layout import ADAPTER_FILE
-
-STATE_TENSORS = "training_state.safetensors"
-STATE_JSON = "training_state.json"
+from unlearning.versions.layout import ADAPTER_FILE, STATE_JSON, STATE_TENSORS
 
 
 @dataclass

@@ -5,6 +5,8 @@ The bundle mirrors the version directory so the same loaders read both:
     model.json                       method, config, base, aggregation (rule, served components)
     components/ID/adapter_model.safetensors, adapter_config.json, component.json, manifest.leaves
     (any other public per-component file a method needs at inference, e.g. APA predictions)
+    model.sig                        OpenSSF model-signing v1.0 signature over every file above
+                                     (`ledger.model_signature`), written by certify before the certificate
     attestation/certificate.dsse.json, attestation/certificate.tlog-proof
 
 Training state (optimizer moments, RNG) stays in the workspace: it is needed to resume, not to

@@ -21,7 +21,11 @@ them from one place.
 """
 
 MODEL_JSON = "model.json"
+SYNCED_MARK = ".object-store"  # in vN/: this copy came from or went to the object store
+BUNDLES_DIR = "bundles"  # artifacts/bundles/NAME/vN: certified bundles (unlearning.versions.bundle)
 COMPONENT_JSON = "component.json"
 MANIFEST_FILE = "manifest.leaves"
 ADAPTER_FILE = "adapter_model.safetensors"
 AGGREGATOR_FILE = "aggregator.safetensors"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"

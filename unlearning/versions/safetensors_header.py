@@ -53,7 +53,7 @@ def read_header(path: Path) -> SafetensorsHeader:
         raise VerificationFailed(f"cannot read {path.name}: {err.strerror}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except ValueError:  # also UnicodeDecodeError
+    except (ValueError, RecursionError):  # also UnicodeDecodeError; RecursionError: nested too deeply
         raise malformed("the header is not UTF-8 JSON") from None
     if not isinstance(header, dict):
         raise malformed("the header is not a JSON object")

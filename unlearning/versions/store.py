@@ -16,13 +16,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import BadInput
+from ledger.errors import BadInput, CorruptState, LeaseLost, ServiceError
 from ledger.manifest import Manifest
 from ledger.statement import file_sha256
 from ledger.workspace import Workspace
 from unlearning.training.config import TrainConfig
-from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE, COMPONENT_JSON, MANIFEST_FILE, MODEL_JSON
+from unlearning.versions.layout import (ADAPTER_FILE, AGGREGATOR_FILE, BUNDLES_DIR, COMPONENT_JSON, MANIFEST_FILE,
+                                       MODEL_JSON, STATE_JSON, STATE_TENSORS, SYNCED_MARK)
+from unlearning.versions.lease import check_lease
 from unlearning.versions.metadata import ComponentMeta, VersionMeta, read_meta, write_meta
+from unlearning.versions.remote import RemoteVersions
 
 if TYPE_CHECKING:
     from unlearning.methods.apa.aggregation import Aggregator
@@ -64,15 +67,33 @@ class Component:
     def manifest(self) -> Manifest:
         return Manifest.read(self.path / MANIFEST_FILE)
 
+    def checked_path(self, *names: str) -> Path:
+        """The component's directory, after checking the files `names` against the digests
+        component.json recorded when it was written: a truncated or altered checkpoint is never
+        loaded (nor resumed from). CorruptState names the first file that differs."""
+        for name in names:
+            path = self.path / name
+            expected = self.meta.files.get(name)
+            if expected is None:
+                raise CorruptState(f"{self.path / COMPONENT_JSON} records no digest of {name}")
+            try:
+                actual = file_sha256(path)
+            except FileNotFoundError:
+                raise CorruptState(f"checkpoint file {path} is missing") from None
+            if actual != expected:
+                raise CorruptState(f"checkpoint file {path} is corrupt: sha256 {actual[:16]}... is not the "
+                                   f"{expected[:16]}... its {COMPONENT_JSON} recorded")
+        return self.path
+
     def adapter(self) -> dict:
         from unlearning.training.checkpoint import load_adapter
 
-        return load_adapter(self.path)
+        return load_adapter(self.checked_path(ADAPTER_FILE))
 
     def training_state(self) -> "TrainingState":
         from unlearning.training.checkpoint import TrainingState
 
-        return TrainingState.load(self.path)
+        return TrainingState.load(self.checked_path(ADAPTER_FILE, STATE_TENSORS, STATE_JSON))
 
     def summary(self) -> dict:
         m = self.meta
@@ -109,8 +130,15 @@ class ModelVersion:
 
 
 class ModelStore:
+    """The versions in `artifacts/models`; with an object store (`Workspace.object_store_url()`),
+    also those there (`unlearning.versions.remote`): a committed version is uploaded, and one not
+    here is downloaded on `get`."""
+
     def __init__(self, workspace: Workspace):
         self.root = workspace.artifacts / "models"
+        self.bundles = workspace.artifacts / BUNDLES_DIR
+        url = workspace.object_store_url()
+        self.remote = RemoteVersions(url) if url else None
 
     def _model_dir(self, name: str) -> Path:
         if not _NAME.fullmatch(name):
@@ -119,9 +147,31 @@ class ModelStore:
 
     def names(self) -> list[str]:
         """The models with at least one version."""
-        return sorted(p.name for p in self.root.iterdir() if self.versions(p.name)) if self.root.is_dir() else []
+        local = sorted(p.name for p in self.root.iterdir() if self._local_versions(p.name)) if self.root.is_dir() else []
+        return sorted(set(local) | set(self.remote.names())) if self.remote else local
 
     def versions(self, name: str) -> list[int]:
+        local = self._local_versions(name)
+        return sorted(set(local) | set(self.remote.versions(name))) if self.remote else local
+
+    def _local_versions(self, name: str) -> list[int]:
+        """The versions in artifacts/; with an object store, a copy of a version the store no
+        longer holds (purged on another host: it saw erased records) is deleted on sight, with
+        its bundle. Only copies that came from or went to the store carry the mark that lets them
+        go: a version made before the store was configured stays (`erasure admin migrate`)."""
+        found = self._listed(name)
+        if self.remote is None:
+            return found
+        marked = [n for n in found if (self._model_dir(name) / f"v{n}" / SYNCED_MARK).exists()]
+        if marked:
+            gone = set(marked) - set(self.remote.versions(name))
+            for number in gone:  # another process of this host may be deleting it too
+                shutil.rmtree(self.bundles / name / f"v{number}", ignore_errors=True)
+                shutil.rmtree(self._model_dir(name) / f"v{number}", ignore_errors=True)
+            found = [n for n in found if n not in gone]
+        return found
+
+    def _listed(self, name: str) -> list[int]:
         directory = self._model_dir(name)
         if not directory.is_dir():
             return []
@@ -129,25 +179,29 @@ class ModelStore:
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """A version of a model (the newest by default)."""
-        versions = self.versions(name)
+        local = self._local_versions(name)
+        versions = sorted(set(local) | set(self.remote.versions(name))) if self.remote else local
         if not versions:
             raise BadInput(f"no model named {name!r}")
         chosen = versions[-1] if version is None else version
         if chosen not in versions:
             raise BadInput(f"model {name!r} has no version {chosen} (versions: {', '.join(map(str, versions))})")
+        if self.remote and chosen not in local:  # made on another host: fetched (verified) into artifacts/
+            self._model_dir(name).mkdir(parents=True, exist_ok=True)
+            self.remote.download(name, chosen, self._model_dir(name))
         return ModelVersion(name, chosen, self._model_dir(name) / f"v{chosen}")
 
     def draft(self, name: str) -> "Draft":
         """A staging directory for the next version of `name`."""
         versions = self.versions(name)
-        return Draft(name, versions[-1] + 1 if versions else 1, self._model_dir(name))
+        return Draft(name, versions[-1] + 1 if versions else 1, self._model_dir(name), self.remote)
 
 
 class Draft:
     """A version being built; `commit` renames it into place, leaving it discards it."""
 
-    def __init__(self, name: str, version: int, model_dir: Path):
-        self.name, self.version = name, version
+    def __init__(self, name: str, version: int, model_dir: Path, remote: RemoteVersions | None = None):
+        self.name, self.version, self.remote = name, version, remote
         self.target = model_dir / f"v{version}"
         self.path = model_dir / f".staging-v{version}-{os.getpid()}"
         shutil.rmtree(self.path, ignore_errors=True)
@@ -204,11 +258,25 @@ class Draft:
 
     def commit(self, fields: dict) -> ModelVersion:
         """Write model.json (`fields`: every `VersionMeta` field but the version's identity and
-        components) and move the version into place."""
+        components) and move the version into place (not if the model's lease was lost)."""
+        check_lease(self.name)
         write_meta(self.path / MODEL_JSON, VersionMeta.model_validate({
             **fields, "name": self.name, "version": self.version, "components": self._components,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }))
+        # with an object store, its write-once index decides who wrote vN (before the local rename);
+        # the lease is checked again right before the index and after it: an upload that outlived
+        # our lease takes its index back, so a stalled writer never publishes over a takeover
+        if self.remote is not None:
+            if not self.remote.upload(self.name, self.version, self.path, before_index=lambda: check_lease(self.name)):
+                raise ServiceError(f"model {self.name} v{self.version} was written by someone else meanwhile: "
+                                   "retried from the newest version")
+            try:
+                check_lease(self.name)
+            except LeaseLost:
+                self.remote.withdraw(self.name, self.version)
+                raise
+            (self.path / SYNCED_MARK).touch()
         try:
             self.path.rename(self.target)
         except OSError as err:

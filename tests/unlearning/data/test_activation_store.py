@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger import entries
-from ledger.errors import BadInput, VerificationFailed
+from ledger.errors import BadInput, CorruptState
 from ledger.log import open_ledger
 from unlearning.data.records import RecordStore
 from unlearning.operations.receive import receive
@@ -187,7 +187,7 @@ def test_a_tampered_row_fails_verification(workspace, records):
                    (ciphertext[:100] + flipped + ciphertext[101:], victim))
         db.commit()
         db.close()
-        with pytest.raises(VerificationFailed, match=victim.hex()[:16]):
+        with pytest.raises(CorruptState, match=victim.hex()[:16]):
             store.activations(BASE, owners)
         other = sorted(owners)[1]
         assert store.activations(BASE, [other]) == {(other, s): _payload(other, s) for s in ("answer", "prompt")}

@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from cli.app import app
-from ledger.errors import VerificationFailed
+from ledger.errors import CorruptState, VerificationFailed
+from ledger.statement import file_sha256
 from unlearning import methods
 from unlearning.data.movielens import Item, prompt
 from unlearning.data.records import Record, RecordStore
@@ -25,7 +26,8 @@ from unlearning.training.base_models import load_base
 from unlearning.training.config import TrainConfig
 from unlearning.training.engine import Engine
 from unlearning.versions.bundle import bundle_version
-from unlearning.versions.layout import ADAPTER_FILE
+from unlearning.versions.layout import ADAPTER_FILE, AGGREGATOR_FILE, COMPONENT_JSON
+from unlearning.versions.store import ModelStore
 
 CONFIG = TrainConfig(method="apa", base="tiny", shards=2, epochs=1, lr=1e-2, batch_size=4, lora_dropout=0.1, seed=2,
                      tau=10.0, neighbours=3)
@@ -122,9 +124,15 @@ def test_predictions_must_come_from_the_versions_adapters(workspace, store):
     p_yes = Predictor(version).p_yes([r.prompt for r in store.records("test")[:2]])
     assert len(p_yes) == 2 and all(0 < p < 1 for p in p_yes)
     stale = aggregator_of(version).without_adapters(["shard1-slice0"])
-    stale.save(version.component("aggregator").path)
-    with pytest.raises(VerificationFailed, match="not those of the version's adapters"):
+    pool = version.component("aggregator").path
+    stale.save(pool)
+    with pytest.raises(CorruptState, match=f"{AGGREGATOR_FILE} is corrupt"):  # not the file component.json names
         Predictor(version)
+    meta = json.loads((pool / COMPONENT_JSON).read_text())  # a stale pool recorded as its own
+    meta["files"][AGGREGATOR_FILE] = meta["weights_sha256"] = file_sha256(pool / AGGREGATOR_FILE)
+    (pool / COMPONENT_JSON).write_text(json.dumps(meta))
+    with pytest.raises(VerificationFailed, match="not those of the version's adapters"):
+        Predictor(ModelStore(workspace).get("apa", version.version))
 
 
 def aggregator_binding(path) -> str:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""`erasure forget` refuses before any effect when it could not finish: no model, no keys, no registry."""
+"""`erasure forget` refuses before any effect when it could not finish: no model, no keys. (With no
+registry configured it uses the embedded one: tests/unlearning/registry/test_embedded_registry.py.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ runner = CliRunner()
 TINY = ["--base", "tiny", "--lr", "0.01", "--batch-size", "4", "--epochs", "1", "--seed", "5"]
 
 
-def test_forget_without_keys_or_registry_changes_nothing(workspace, records, write_jsonl,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forget_without_keys_changes_nothing(workspace, records, write_jsonl, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert runner.invoke(app, ["data", "ingest", str(write_jsonl(records(subjects=6, per_subject=2)))]).exit_code == 0
     assert runner.invoke(app, ["train", "m", "--method", "sisa", "--shards", "2", "--slices", "1", *TINY]).exit_code == 0
@@ -23,16 +23,14 @@ def test_forget_without_keys_or_registry_changes_nothing(workspace, records, wri
 
     unknown = runner.invoke(app, ["forget", "nope", "--subject", subject])
     assert unknown.exit_code == 2 and "no model named 'nope'" in unknown.stderr
-    for _ in ("without keys", "with keys"):
-        refused = runner.invoke(app, ["forget", "m", "--subject", subject])
-        assert refused.exit_code != 0 and "no mlflow endpoint" in refused.stderr, refused.output
-        assert len(refused.stderr.strip().splitlines()) == 1
-        with RecordStore.open(workspace) as store:
-            assert subject in store.subjects("train")  # nothing shredded
-        if workspace.ledger_db.exists():
-            with open_ledger(workspace) as ledger:
-                assert ledger.size == 0 or "request_received" not in ledger.entry(ledger.size - 1).decode()
-        assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # the next round lacks only the registry
+    refused = runner.invoke(app, ["forget", "m", "--subject", subject])
+    assert refused.exit_code == 2 and "run `erasure keys init`" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+    with RecordStore.open(workspace) as store:
+        assert subject in store.subjects("train")  # nothing shredded
+    if workspace.ledger_db.exists():
+        with open_ledger(workspace) as ledger:
+            assert ledger.size == 0 or "request_received" not in ledger.entry(ledger.size - 1).decode()
     assert [p.name for p in (workspace.artifacts / "models" / "m").iterdir()] == ["v1"]
 
 

@@ -100,7 +100,7 @@ class Apa(MeanOfAdapters):
         adapters = [(cid, draft.component(cid).weights_sha256, draft.component(cid).adapter())
                     for cid in plan.aggregate]
         old = reuse.component(spec.id) if reuse is not None and spec.id in reuse.meta.components else None
-        previous = Aggregator.load(old.path) if old and old.meta.environment == environment else None
+        previous = Aggregator.load(old.checked_path(AGGREGATOR_FILE)) if old and old.meta.environment == environment else None
         aggregator = build(engine, spec.records, adapters, previous, progress)
         if old is not None and previous is not None and \
                 (previous.commitments, previous.adapters) == (aggregator.commitments, aggregator.adapters):
@@ -125,7 +125,7 @@ class Apa(MeanOfAdapters):
         pool_id = version.meta.aggregation.aggregator
         if pool_id is None:
             raise BadInput(f"model {version.name} v{version.version}: its aggregation names no aggregator")
-        aggregator = (Aggregator.load(version.component(pool_id).path).without_records(erased)
+        aggregator = (Aggregator.load(version.component(pool_id).checked_path(AGGREGATOR_FILE)).without_records(erased)
                       .without_adapters(affected - {pool_id}))
         dropped = super().exclude(version, affected | {pool_id}, erased)  # the pool is rewritten, not kept
         return replace(dropped, rewritten=(pool_id, aggregator))
@@ -138,7 +138,7 @@ class Apa(MeanOfAdapters):
         if settings.aggregator is None or settings.tau is None or settings.neighbours is None or settings.merge is None:
             raise BadInput(f"model {version.name} v{version.version}: its aggregation lacks APA's settings")
         tau, neighbours, merge = settings.tau, settings.neighbours, settings.merge
-        aggregator = Aggregator.load(version.component(settings.aggregator).path)
+        aggregator = Aggregator.load(version.component(settings.aggregator).checked_path(AGGREGATOR_FILE))
         expected = tuple((cid, version.component(cid).weights_sha256) for cid in version.aggregate)
         if aggregator.adapters != expected:
             raise VerificationFailed(f"model {version.name} v{version.version}: the aggregator's predictions "

@@ -30,7 +30,7 @@ def aggregator_binding(version: ModelVersion) -> str:
     header = read_header(aggregator.path / AGGREGATOR_FILE)
     try:
         columns = json.loads(header.metadata["adapters"])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, RecursionError):  # RecursionError: nested too deeply for json
         columns = None
     if not (isinstance(columns, list) and all(isinstance(c, list) and c for c in columns)):
         raise VerificationFailed(f"{AGGREGATOR_FILE} does not name the adapter of each prediction column")
