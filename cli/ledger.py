@@ -17,7 +17,7 @@ from ledger.log import open_ledger, open_log_store
 from ledger.note import Checkpoint, b64encode, parse_vkey, verify_checkpoint
 from ledger.proofs import check_proof_json, consistency_json, inclusion_json
 from ledger.store import SqliteStore
-from ledger.tiles.publish import default_tiles_dir
+from ledger.tiles.publish import default_tiles_target
 from ledger.tiles.publish import publish as publish_tiles
 from ledger.tiles.serve import make_server, server_url
 from ledger.tiles.verify import verify_log
@@ -198,35 +198,43 @@ def _verify_served(url: str, origin: str, verifiers: list, state: Path, entries:
     typer.echo(f"fetched {report.fetched['requests']} resources, {report.fetched['bytes']} bytes")
 
 
+TARGET_HELP = ("a directory, or an object store URL (s3://BUCKET/PREFIX?endpoint=URL); default: [ledger] tiles_dir "
+               "in erasure.toml, else $ERASURE_HOME/tiles")
+
+
+def _target(value: str | None, workspace: Workspace) -> Path | str:
+    if value is None:
+        return default_tiles_target(workspace)
+    return value if "://" in value else Path(value)
+
+
 @app.command()
 def publish(
-    to: Path | None = typer.Option(None, "--to", help="Directory (default: [ledger] tiles_dir in erasure.toml, "
-                                   "else $ERASURE_HOME/tiles)."),
+    to: str | None = typer.Option(None, "--to", help=f"Where to publish: {TARGET_HELP}."),
     as_json: bool = JSON_OUT,
 ) -> None:
-    """Publish the log as C2SP tiles (checkpoint, hash tiles, entry bundles) to a directory."""
+    """Publish the log as C2SP tiles (checkpoint, hash tiles, entry bundles) to a directory or an object store."""
     workspace = Workspace.from_env()
-    directory = to or default_tiles_dir(workspace)
+    target = _target(to, workspace)
     with open_ledger(workspace, create=False) as ledger:
-        result = publish_tiles(ledger.store, directory)
+        result = publish_tiles(ledger.store, target)
     if as_json:
         print_json(result.to_json())
         return
     before = "" if result.previous_size is None else f", was {result.previous_size}"
-    typer.echo(f"published checkpoint size {result.size}{before} to {directory} "
+    typer.echo(f"published checkpoint size {result.size}{before} to {result.target} "
                f"({result.tiles} tiles, {result.bundles} entry bundles written)")
 
 
 @app.command()
 def serve(
-    directory: Path | None = typer.Option(None, "--dir", help="Published tiles (default: [ledger] tiles_dir in "
-                                          "erasure.toml, else $ERASURE_HOME/tiles)."),
+    source: str | None = typer.Option(None, "--from", "--dir", help=f"The published tiles: {TARGET_HELP}."),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: a free one, printed)."),
 ) -> None:
     """Serve published tiles over HTTP on 127.0.0.1 (C2SP tlog-tiles) until interrupted."""
-    directory = directory or default_tiles_dir(Workspace.from_env())
-    server = make_server(directory, port)
-    serve_until_interrupted(server, f"serving {directory} at {server_url(server)}")
+    target = _target(source, Workspace.from_env())
+    server = make_server(target, port)
+    serve_until_interrupted(server, f"serving {target} at {server_url(server)}")
 
 
 @app.command("verify-checkpoint")

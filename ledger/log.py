@@ -34,7 +34,8 @@ from ledger.note import Checkpoint, Signer, add_signatures, parse_checkpoint, pa
 from ledger.proofs import format_tlog_proof
 from ledger.store import LogReader, LogStore, SqliteStore, hash_reader
 from ledger.tiles.layout import MAX_ENTRY_BYTES
-from ledger.tiles.publish import publish, tiles_dir
+from ledger.objects import ObjectStore
+from ledger.tiles.publish import Target, open_target, publish, tiles_target
 from ledger.witness.collect import Cosigning
 from ledger.workspace import Workspace
 
@@ -68,7 +69,7 @@ class Ledger:
             raise BadInput(f"signing key {signer.name!r} is not named after the log origin {store.origin!r}")
         self.store = store
         self.signer = signer
-        self.tiles_dir: Path | None = None  # where each checkpoint publishes the log as tiles
+        self.publish_to: Target | None = None  # where each checkpoint publishes the log as tiles
         self.witnesses: Cosigning | None = None  # who cosigns each checkpoint
 
     @classmethod
@@ -206,17 +207,20 @@ class Ledger:
                 view.insert_checkpoint(size, note)
         if self.witnesses is not None:  # also when nothing is new: a witness that was away may cosign now
             note = self._cosign(note, size, previous)
-        if self.tiles_dir is not None:  # also when nothing is new: a publish a crash left undone
-            self._publish(self.tiles_dir)
+        if self.publish_to is not None:  # also when nothing is new: a publish a crash left undone
+            self._publish()
         return note
 
-    def _publish(self, directory: Path) -> None:
+    def _publish(self) -> None:
         """Publish the tiles; a failure costs one warning line, never the checkpoint (the next
         checkpoint publishes again; `erasure ledger publish` reports it as an error)."""
+        assert self.publish_to is not None
         try:
-            publish(self.store, directory)
+            self.publish_to = open_target(self.publish_to)  # opened once (an S3 client costs a moment)
+            publish(self.store, self.publish_to)
         except ErasureError as err:
-            log.warning("the ledger's tiles in %s are not updated: %s", directory, err)
+            where = self.publish_to.url if isinstance(self.publish_to, ObjectStore) else self.publish_to
+            log.warning("the ledger's tiles in %s are not updated: %s", where, err)
 
     def _cosign(self, note: str, size: int, previous: int) -> str:
         """The note with the cosignatures the witnesses give it, stored in its place."""
@@ -292,7 +296,7 @@ def open_ledger(workspace: Workspace, sign: bool = False, create: bool = True) -
     if create:
         workspace.ensure()
     ledger = Ledger(open_log_store(workspace, origin, create), signer)  # ledger.db, or PostgreSQL when shared
-    ledger.tiles_dir = tiles_dir(workspace)
+    ledger.publish_to = tiles_target(workspace)
     if sign:
         ledger.witnesses = Cosigning.configured(workspace)
     return ledger

@@ -59,6 +59,11 @@ class ObjectStore(ABC):
         """Write `data` at `key` unless an object is there; False (and nothing written) if one is."""
 
     @abstractmethod
+    def replace(self, key: str, data: bytes) -> None:
+        """Write `data` at `key` whatever is there; readers see the old object or the new one, never
+        a mix. Only a tiled log's `checkpoint` is rewritten: everything else is write-once."""
+
+    @abstractmethod
     def get(self, key: str) -> bytes:
         """The object at `key`; ObjectMissing when there is none."""
 
@@ -113,13 +118,8 @@ class LocalObjects(ObjectStore):
         path = self._path(key)
         if path.exists():
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_EXCL
+        tmp = _durable_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             try:
                 os.link(tmp, path)  # atomic, and never replaces: the first writer wins
             except FileExistsError:
@@ -127,6 +127,15 @@ class LocalObjects(ObjectStore):
         finally:
             os.unlink(tmp)
         return True
+
+    def replace(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = _durable_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def get(self, key: str) -> bytes:
         try:
@@ -138,14 +147,44 @@ class LocalObjects(ObjectStore):
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # and the directories that held only it, as S3 has none
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone)
+                break
 
     def list(self, prefix: str = "") -> list[str]:
-        if not self.root.is_dir():
+        base = self.root / prefix.rpartition("/")[0]  # walk only the directory the prefix is in
+        if not base.is_dir():
             return []
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*")
                 if p.is_file() and not p.name.startswith("."))
         return sorted(k for k in keys if k.startswith(prefix))
+
+
+def _durable_temp(path: Path, data: bytes) -> str:
+    """`data` fsynced in a new temporary file (O_EXCL) beside `path`; its name."""
+    for attempt in (1, 2):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            break
+        except FileNotFoundError:  # a delete removed the emptied directory meanwhile: make it again
+            if attempt == 2:
+                raise
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 @dataclass(frozen=True)
@@ -271,6 +310,9 @@ class S3Objects(ObjectStore):
         except _Present:
             return False
         return True
+
+    def replace(self, key: str, data: bytes) -> None:
+        self._call("put_object", key, Key=self._key(key), Body=data)  # S3's PUT is atomic
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError

@@ -34,6 +34,7 @@ from ledger.store import SCHEMA_VERSION, LogReader, LogWriter
 
 SCHEMA = "ledger"
 LOCK_TIMEOUT = "30s"  # as SQLite's busy timeout: a writer waits this long for another, then fails
+PUBLISH_LOCK_TIMEOUT = "300s"  # a first publish of a large log takes minutes; later ones, moments
 CONNECT_TIMEOUT_S = 10
 _PAGE = 5000  # rows per query when iterating the whole log
 _INCONSISTENT = "ledger storage is inconsistent (run `erasure ledger verify`)"
@@ -175,6 +176,7 @@ class PostgresStore:
         self.schema = schema
         self.where = describe(url, schema)
         self._writer_lock = _lock_key(f"log {schema} {origin}")
+        self._publish_lock = _lock_key(f"publish {schema} {origin}")
 
     @classmethod
     def open(cls, url: str, origin: str | None = None, create: bool = True, schema: str = SCHEMA) -> "PostgresStore":
@@ -243,6 +245,22 @@ class PostgresStore:
                      f"SELECT pg_advisory_xact_lock({int(self._writer_lock)})")
             with _transaction(db, begin, self.where):
                 yield _PostgresView(db, self.schema)
+
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        """A session-level advisory lock on a connection of its own, so publishers on every host
+        take turns (the lock goes with the connection if the process dies)."""
+        db = _connect(self.url, self.where)
+        try:
+            try:
+                db.execute(f"SET lock_timeout = '{PUBLISH_LOCK_TIMEOUT}'")
+                db.execute("SELECT pg_advisory_lock(%s)", (self._publish_lock,))
+            except psycopg.Error as err:
+                raise ServiceError(f"ledger database {self.where}: cannot take the publishing lock: "
+                                   f"{_one_line(err)}") from None
+            yield
+        finally:
+            db.close()  # releases the lock
 
     def quick_check(self) -> str | None:
         """None if the entries and stored tree hashes are gapless and no checkpoint is past the

@@ -82,6 +82,11 @@ class LogStore(Protocol):
 
     def writing(self) -> AbstractContextManager[LogWriter]: ...
 
+    def publishing(self) -> AbstractContextManager[None]:
+        """Held while publishing the log's tiles to an object store: one publisher at a time
+        (readers and writers of the log are not blocked)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -214,6 +219,17 @@ class SqliteStore:
     def writing(self) -> Iterator[LogWriter]:
         with self._lock, _transaction(self._db, "BEGIN IMMEDIATE"):
             yield _SqliteView(self._db)
+
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        import fcntl  # here, not at the top: `ledger` (the auditor's install) also imports on systems without it
+
+        with open(f"{self.path}.publish.lock", "a") as lock:  # one host: a lock file beside the database
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._db.close()

@@ -1,9 +1,11 @@
-"""Serve a published tile directory over HTTP (C2SP tlog-tiles), for local use.
+"""Serve published tiles over HTTP (C2SP tlog-tiles), for local use: from a directory, or
+from the object store they were published to.
 
 Only the spec's resources are served: `checkpoint` (text/plain, not cached beyond a few
 seconds) and tile and entry-bundle paths (application/octet-stream, immutable); entry bundles
 are gzipped for clients that accept it. Anything else is a 404, so nothing else in the
-directory (the lock file, temporary files) leaks. Any static file server serving the directory
+directory (the lock file, temporary files) leaks. Nothing is verified here: the client verifies
+everything it fetches. Any static file server serving the directory (or the bucket, read-only)
 does as well in production.
 """
 
@@ -12,18 +14,19 @@ from __future__ import annotations
 import gzip
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from ledger.errors import BadInput
+from ledger.errors import BadInput, ErasureError
+from ledger.objects import ObjectMissing, ObjectStore
 from ledger.tiles.layout import CHECKPOINT_PATH, parse_path
+from ledger.tiles.publish import Target, open_target
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=2"
 
 
 class TileHandler(BaseHTTPRequestHandler):
-    directory: Path  # set on the subclass `make_server` builds
+    objects: ObjectStore  # set on the subclass `make_server` builds
     server_version = "erasure-tiles/1"
 
     def do_GET(self) -> None:
@@ -42,9 +45,11 @@ class TileHandler(BaseHTTPRequestHandler):
         else:
             return self._status(HTTPStatus.NOT_FOUND)
         try:
-            data = (self.directory / path).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = self.objects.get(path)
+        except ObjectMissing:
             return self._status(HTTPStatus.NOT_FOUND)
+        except ErasureError:  # the object store is down: the client tries again later
+            return self._status(HTTPStatus.SERVICE_UNAVAILABLE)
         headers = {"Content-Type": kind, "Cache-Control": cache}
         if parsed is not None and parsed[0] is None:  # entry bundles: compressed if the client takes gzip
             headers["Vary"] = "Accept-Encoding"
@@ -68,11 +73,12 @@ class TileHandler(BaseHTTPRequestHandler):
         pass
 
 
-def make_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """An HTTP server for `directory` (not started); port 0 picks a free port."""
-    if not (directory / CHECKPOINT_PATH).is_file():
-        raise BadInput(f"{directory} holds no published checkpoint: run `erasure ledger publish --to {directory}`")
-    handler = type("Handler", (TileHandler,), {"directory": directory.absolute()})
+def make_server(target: Target, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """An HTTP server for the tiles published to `target` (not started); port 0 picks a free port."""
+    objects = open_target(target)
+    if not objects.exists(CHECKPOINT_PATH):
+        raise BadInput(f"{objects.url} holds no published checkpoint: run `erasure ledger publish --to {objects.url}`")
+    handler = type("Handler", (TileHandler,), {"objects": objects})
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as err:

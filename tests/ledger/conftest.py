@@ -40,3 +40,17 @@ def ledger(tmp_path: Path, signer: Signer):
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture
+def trusted_ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> Workspace:
+    """A workspace with its keys (`erasure keys init`, in ERASURE_HOME) and their trust file at
+    tmp_path/trust.json, as the ledger's operator hands it to an auditor."""
+    monkeypatch.setenv("ERASURE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ERASURE_KEY_DIR", raising=False)
+    monkeypatch.delenv("ERASURE_KEY_PASSPHRASE", raising=False)
+    from cli.app import app  # here: the CLI imports everything, and most ledger tests need none of it
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["keys", "trust", "--out", str(tmp_path / "trust.json")]).exit_code == 0
+    return Workspace.from_env()

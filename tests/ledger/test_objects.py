@@ -64,6 +64,19 @@ def test_concurrent_writers_of_one_key_one_wins(store) -> None:
     assert store.get("race") == f"writer {winners[0]}".encode()
 
 
+def test_replace_rewrites_whole_and_delete_leaves_nothing_behind(store) -> None:
+    assert store.put_if_absent("log/tile/0/000.p/7", b"partial") is True
+    store.replace("log/checkpoint", b"size 7")
+    store.replace("log/checkpoint", b"size 9")  # the one key that is rewritten: a tiled log's checkpoint
+    assert store.get("log/checkpoint") == b"size 9"
+    assert store.list("log/tile/0/000.p/") == ["log/tile/0/000.p/7"]
+    store.delete("log/tile/0/000.p/7")
+    assert store.list("log/tile/") == [] and store.list() == ["log/checkpoint"]
+    if isinstance(store, LocalObjects):  # no empty directories, no temporary files left
+        assert sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*")) == ["log", "log/checkpoint"]
+    assert store.put_if_absent("log/tile/0/000.p/7", b"again") is True  # its directory is made again
+
+
 def test_blobs_are_content_addressed_and_verified_on_read(store) -> None:
     data = b"adapter weights" * 100
     digest = store.put_blob(data)

@@ -346,7 +346,7 @@ def test_checkpoints_publish_automatically_when_configured(workspace, runner, tm
 def test_a_failed_automatic_publish_costs_a_warning_not_the_checkpoint(log: Ledger, tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    log.tiles_dir = tmp_path / "tiles"
+    log.publish_to = tmp_path / "tiles"
     log.append("key_event", {})
     log.checkpoint()
     monkeypatch.setattr("ledger.log.MAX_ENTRY_BYTES", 1 << 20)  # a log written before append_many refused it

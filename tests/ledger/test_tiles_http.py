@@ -32,13 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> Workspace:
-    monkeypatch.setenv("ERASURE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("ERASURE_KEY_DIR", raising=False)
-    monkeypatch.delenv("ERASURE_KEY_PASSPHRASE", raising=False)
-    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
-    assert runner.invoke(app, ["keys", "trust", "--out", str(tmp_path / "trust.json")]).exit_code == 0
-    return Workspace.from_env()
+def ws(trusted_ws: Workspace) -> Workspace:
+    return trusted_ws
 
 
 def _append(ws: Workspace, count: int) -> None:
@@ -108,13 +103,13 @@ def test_the_client_over_http(served: tuple[Path, str], ws: Workspace) -> None:
         TileLog("ftp://example.com/log")
 
 
-def _serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
-    """`erasure ledger serve --dir DIR --port 0` as a process; returns it and the URL it prints."""
-    process = subprocess.Popen([sys.executable, "-c", "from cli.app import main; main()", "ledger", "serve", "--dir",
-                                str(directory), "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+def _serve(source: Path | str) -> tuple[subprocess.Popen[str], str]:
+    """`erasure ledger serve --from DIR-or-URL --port 0` as a process; returns it and the URL it prints."""
+    process = subprocess.Popen([sys.executable, "-c", "from cli.app import main; main()", "ledger", "serve", "--from",
+                                str(source), "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert process.stdout is not None
     line = process.stdout.readline()
-    assert line.startswith(f"serving {directory} at http://127.0.0.1:"), line
+    assert line.startswith(f"serving {source} at http://127.0.0.1:"), line
     return process, line.split()[-1]
 
 
