@@ -28,6 +28,7 @@ milliseconds per request:
    sender's when earlier: `unlearning.operations.deadlines`), which its events carry; a request
    planned now whose expected completion (now + the measured median time from planned to
    restored, `unlearning.operations.pace`) is past its deadline gets a `deadline_at_risk` event
+   (one that falls behind later gets it from the deadline watch, `consumers.deadline_watch`)
    (schema v1.1) naming the expected time.
 
 Every step is idempotent by request id, so a redelivered batch repeats only events.
@@ -68,11 +69,14 @@ class Planner(Batching):
     name = "planner"
 
     def __init__(self, ctx: Context, topics: Topics,
-                 approximator: Callable[[steps.PendingUpdate], None] | None = None) -> None:
+                 approximator: Callable[[steps.PendingUpdate], None] | None = None,
+                 warned: set[str] | None = None) -> None:
         """`approximator` takes the approximate updates to make (`Approximator.submit`); without
-        one, approximate requests get the exact path alone."""
+        one, approximate requests get the exact path alone. `warned` collects the requests it
+        sends `deadline_at_risk` for (the deadline watch's, which then does not repeat them)."""
         super().__init__()
         self.ctx, self.topics, self.approximator = ctx, topics, approximator
+        self.warned = set() if warned is None else warned
         # read once: a bad [deadlines] table stops the service at start instead of failing (and
         # so rejecting) every request; a changed one takes effect at the next start
         self.deadlines = policy_table(ctx.ws)
@@ -204,6 +208,7 @@ class Planner(Batching):
                 outbox.event(rid, "planned", model=model, shards=shards, **timing)
             expected = at_risk(timing["deadline"], now, pace) if plans[rid] else None
             if expected is not None:
+                self.warned.add(rid)
                 outbox.event(rid, "deadline_at_risk", expected_at=expected, **timing, reason=(
                     f"expected to complete at {expected.isoformat()} ("
                     + (pace.describe() if pace else "no request restored yet to measure") + "), after the deadline"))

@@ -1,7 +1,8 @@
-"""`erasure serve`: the planner (with the excluder and the approximator) and/or an executor in
-one process, each a consumer loop in its own thread, with a transactional producer per loop;
-the approximator is a worker thread the planner hands approximate updates to, with a plain
-idempotent producer for its events. Role `intake` is the HTTP intake alone (`consumers.intake`):
+"""`erasure serve`: the planner (with the excluder, the approximator and the deadline watch)
+and/or an executor in one process, each a consumer loop in its own thread, with a transactional
+producer per loop; the approximator is a worker thread the planner hands approximate updates
+to, and the deadline watch a thread that warns of requests falling behind their deadlines, each
+with a plain idempotent producer for its events. Role `intake` is the HTTP intake alone (`consumers.intake`):
 no consumer loop, a server thread producing what it accepts to the requests topic; it runs
 beside the other roles, in its own process (`all` does not include it: it listens on a port).
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from consumers.approximator import Approximator
+from consumers.deadline_watch import INTERVAL_S, DeadlineWatch
 from consumers.excluder import Excluder
 from consumers.executor import Executor
 from consumers.loop import RETRIES, ConsumerLoop
@@ -57,12 +59,14 @@ class Service:
     retries: int = RETRIES  # transient failures of a unit before its messages go to a DLQ (consumers.loop)
     host: str = "127.0.0.1"  # intake: where it listens (port 0: a free port, see `intake.url`)
     port: int = 8080
+    watch_s: float = INTERVAL_S  # the deadline watch's interval (consumers.deadline_watch)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loops: list[ConsumerLoop] = []
         self._approximator: Approximator | None = None
+        self._watch: DeadlineWatch | None = None
         self.intake = None  # role intake: the consumers.intake.server.Intake serving
 
     def start(self) -> "Service":
@@ -89,6 +93,8 @@ class Service:
             loops = list(self._threads)
             self._start(self._approximator.name, partial(self._approximator.run,
                                                          lambda: any(t.is_alive() for t in loops)))
+        if self._watch is not None:
+            self._start(self._watch.name, self._watch.run)
         log.info("serving %s as %s (topics %s*)", self.role, self.instance, self.topics.prefix or "erasure.")
         return self
 
@@ -98,8 +104,10 @@ class Service:
         if self.role in ("planner", "all"):
             self._approximator = Approximator(ctx, self.topics, self._producer(bootstrap, f"{self.instance}-approximator"),
                                               self.solver, self._stop)
-            wanted.append((Planner(ctx, self.topics, self._approximator.submit), self.topics.requests,
-                           self.topics.planner_group, 2000))
+            self._watch = DeadlineWatch(ctx, self.topics, self._producer(bootstrap, f"{self.instance}-deadline-watch"),
+                                        self._stop, self.watch_s)
+            wanted.append((Planner(ctx, self.topics, self._approximator.submit, self._watch.warned),
+                           self.topics.requests, self.topics.planner_group, 2000))
             wanted.append((Excluder(ctx, self.topics), self.topics.jobs, self.topics.excluder_group, 5000))
         if self.role in ("executor", "all"):
             wanted.append((Executor(ctx, self.topics, self.window_s), self.topics.jobs, self.topics.executor_group, 100))
@@ -122,7 +130,7 @@ class Service:
 
     @staticmethod
     def _producer(bootstrap: str, client: str):  # type: ignore[no-untyped-def]
-        """A plain idempotent producer (no transactions): the approximator's events."""
+        """A plain idempotent producer (no transactions): the approximator's and the deadline watch's events."""
         from kafka import KafkaProducer
 
         return KafkaProducer(bootstrap_servers=bootstrap, client_id=client, enable_idempotence=True, acks="all",

@@ -133,3 +133,81 @@ def test_a_bad_deadlines_table_stops_the_planner_at_start_not_each_request(works
     workspace.config_file.write_text('[deadlines]\ntimezone = "Mars/Olympus"\n')
     with pytest.raises(BadInput, match="not an IANA time zone"):
         Planner(Context(workspace), TOPICS)
+
+
+class _Sent:
+    """An in-process stand-in for the watch's Kafka producer (the real one is exercised by the
+    approximator's events in the pipeline tests): what was sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutcomeEvent] = []
+        self.closed = False
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        assert topic == TOPICS.events
+        event: OutcomeEvent = parse(value, OutcomeEvent)  # type: ignore[assignment]
+        assert key == event.request_id.encode()
+        self.sent.append(event)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_deadline_watch_warns_of_requests_that_fall_behind_once(monkeypatch, workspace, records) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from consumers.deadline_watch import DeadlineWatch
+
+    with RecordStore.open(workspace) as store:
+        store.ingest(records(subjects=4, per_subject=1))
+        subjects = store.subjects()
+    _history(monkeypatch, workspace, [10, 10, 10])  # restores take 10 days here
+    now = datetime.now(UTC)
+    receive(workspace, "soon", subjects[0], source={"via": "kafka", "deadline": (now + timedelta(days=3)).isoformat()})
+    receive(workspace, "ccpa", subjects[1], source={"via": "kafka", "legal_basis": "CCPA"})  # 45 days
+    receive(workspace, "done", subjects[2], source={"via": "kafka", "deadline": (now + timedelta(days=1)).isoformat()})
+    receive(workspace, "unplanned", subjects[3], source={"via": "kafka",
+                                                          "deadline": (now - timedelta(days=1)).isoformat()})
+    with open_ledger(workspace) as ledger:
+        ledger.append_many([entries.request_planned(rid, {"m": [0]}) for rid in ("soon", "ccpa", "done")])
+        ledger.append_many([entries.request_restored("done", "m", 0, 2, 2, "ab" * 32, ["j"], "x")])
+    producer = _Sent()
+    watch = DeadlineWatch(Context(workspace), TOPICS, producer, threading.Event())
+
+    first = watch.look(now)
+    assert [e.request_id for e in first] == ["soon"]  # planned + 10 days > 3 days; ccpa has 45; done is restored
+    risk = first[0]
+    assert risk.status == "deadline_at_risk" and risk.schema_ == "erasure.event/v1.1"
+    assert risk.expected_at > risk.deadline  # type: ignore[operator]
+    assert "expected to complete at" in risk.reason and "median planned-to-restored 864000 s" in risk.reason
+    assert watch.look(now) == []  # once per request
+    assert "done" not in watch._open  # off the clock for good: not looked at again
+
+    later = now + timedelta(days=50)  # ccpa is still not complied, past its 45 days
+    second = watch.look(later)
+    assert [e.request_id for e in second] == ["ccpa"]
+    assert second[0].expected_at == later and "past its expected completion" in second[0].reason
+    assert "and the deadline has passed" in second[0].reason
+    assert [e.request_id for e in producer.sent] == ["soon", "ccpa"]  # "unplanned" is the planner's to warn about
+
+    watch.warned.clear()  # as a restarted planner: what is still at risk is said again, what was restored is not
+    with open_ledger(workspace) as ledger:
+        ledger.append_many([entries.request_restored("soon", "m", 0, 3, 3, "cd" * 32, ["j"], "x")])
+    assert [e.request_id for e in watch.look(later)] == ["ccpa"]
+
+
+def test_the_planner_shares_its_warnings_with_the_watch(workspace, planner) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from consumers.deadline_watch import DeadlineWatch
+
+    planner, subjects = planner
+    watch = DeadlineWatch(Context(workspace), TOPICS, _Sent(), threading.Event())
+    planner = Planner(Context(workspace), TOPICS, warned=watch.warned)
+    past = ErasureRequest(request_id="past", kind="erase_subject", subject_id=subjects[0], model="m",
+                          deadline=datetime.now(UTC) - timedelta(hours=1))
+    assert _handle(planner, past)["past"][-1].status == "deadline_at_risk"
+    assert watch.warned == {"past"} and watch.look() == []  # not warned twice
