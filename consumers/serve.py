@@ -2,7 +2,8 @@
 and/or an executor in one process, each a consumer loop in its own thread, with a transactional
 producer per loop; the approximator is a worker thread the planner hands approximate updates
 to, and the deadline watch a thread that warns of requests falling behind their deadlines, each
-with a plain idempotent producer for its events. Role `intake` is the HTTP intake alone (`consumers.intake`):
+with a plain idempotent producer for its events. With an object store (shared deployments), a
+cache-sweep thread deletes this host's copies of versions purged on other hosts. Role `intake` is the HTTP intake alone (`consumers.intake`):
 no consumer loop, a server thread producing what it accepts to the requests topic; it runs
 beside the other roles, in its own process (`all` does not include it: it listens on a port).
 
@@ -34,8 +35,10 @@ from ledger.workspace import Workspace
 from unlearning.methods.influence.solver import SolverSettings
 from unlearning.operations.check import require_sound
 from unlearning.operations.context import Context
+from unlearning.versions.store import ModelStore
 
 ROLES = ("planner", "executor", "all", "intake")
+SWEEP_S = 60.0
 SESSION_TIMEOUT_MS = 10_000  # a killed member's partitions move on after this
 TRANSACTION_TIMEOUT_MS = 20_000  # a killed member's open transaction is aborted after this
 
@@ -60,6 +63,7 @@ class Service:
     host: str = "127.0.0.1"  # intake: where it listens (port 0: a free port, see `intake.url`)
     port: int = 8080
     watch_s: float = INTERVAL_S  # the deadline watch's interval (consumers.deadline_watch)
+    sweep_s: float = SWEEP_S  # with an object store: how often copies of versions purged elsewhere are deleted
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -95,6 +99,8 @@ class Service:
                                                          lambda: any(t.is_alive() for t in loops)))
         if self._watch is not None:
             self._start(self._watch.name, self._watch.run)
+        if self.ws.object_store_url():
+            self._start("cache-sweep", self._sweep)
         log.info("serving %s as %s (topics %s*)", self.role, self.instance, self.topics.prefix or "erasure.")
         return self
 
@@ -135,6 +141,19 @@ class Service:
 
         return KafkaProducer(bootstrap_servers=bootstrap, client_id=client, enable_idempotence=True, acks="all",
                              linger_ms=5)
+
+    def _sweep(self) -> None:
+        """Every `sweep_s`, delete this host's copies of versions purged on another host (they
+        trained on erased records); a process that lists a model does it too, but an idle
+        executor lists nothing. A failed sweep (the object store away) is tried again later."""
+        store = ModelStore(self.ws)
+        while not self._stop.wait(self.sweep_s):
+            try:
+                for name, number in store.sweep():
+                    log.info("cache-sweep: deleted this host's copy of %s v%d: purged from the object store",
+                             name, number)
+            except Exception as err:  # noqa: BLE001 - housekeeping must not stop the service
+                log.warning("cache-sweep: no sweep this time: %s: %s", type(err).__name__, err)
 
     def _start(self, name: str, work: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._run, args=(name, work), name=name, daemon=True)

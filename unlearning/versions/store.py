@@ -154,6 +154,20 @@ class ModelStore:
         local = self._local_versions(name)
         return sorted(set(local) | set(self.remote.versions(name))) if self.remote else local
 
+    def sweep(self) -> list[tuple[str, int]]:
+        """Delete this host's copies of versions the object store no longer holds (purged on
+        another host), of every model here, as listing each model would; (model, version) deleted.
+        `erasure serve` runs it periodically: an idle process lists nothing."""
+        if self.remote is None or not self.root.is_dir():
+            return []
+        gone = []
+        for directory in sorted(self.root.iterdir()):
+            if directory.is_dir() and _NAME.fullmatch(directory.name):
+                before = self._listed(directory.name)
+                kept = set(self._local_versions(directory.name))
+                gone += [(directory.name, n) for n in before if n not in kept]
+        return gone
+
     def _local_versions(self, name: str) -> list[int]:
         """The versions in artifacts/; with an object store, a copy of a version the store no
         longer holds (purged on another host: it saw erased records) is deleted on sight, with

@@ -248,3 +248,39 @@ def test_half_downloads_of_killed_processes_are_swept(tmp_path: Path) -> None:
         (directory / "components").mkdir(parents=True)
     _remove_dead_drafts(ws, "m")
     assert not any(d.exists() for d in left) and live.exists()
+
+
+def test_an_idle_host_deletes_its_copies_of_versions_purged_elsewhere(hosts) -> None:
+    """B read v1 and v2, then does nothing: A's purge of v1 must still reach B's disk (v1 trained
+    on erased records). `ModelStore.sweep` does it for every model; `erasure serve` runs it."""
+    import threading
+    import time
+
+    from consumers.serve import Service
+
+    a, b = hosts
+    _write(ModelStore(a), "m", b"dirty weights")
+    _write(ModelStore(a), "m", b"clean weights")
+    _write(ModelStore(a), "other", b"other weights")
+    for name, number in (("m", 1), ("m", 2), ("other", 1)):
+        ModelStore(b).get(name, number)
+    copy = b.artifacts / "models" / "m"
+    ModelStore(a).remote.delete("m", [1])
+    assert (copy / "v1").exists()  # nothing on B has looked yet
+    assert ModelStore(b).sweep() == [("m", 1)]
+    assert not (copy / "v1").exists() and (copy / "v2").exists()
+    assert ModelStore(b).sweep() == []
+
+    ModelStore(a).remote.delete("m", [2])
+    service = Service(b, role="executor", sweep_s=0.05)
+    sweeper = threading.Thread(target=service._sweep)
+    sweeper.start()
+    try:
+        give_up = time.monotonic() + 30
+        while (copy / "v2").exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
+    finally:
+        service.stop()
+        sweeper.join(10)
+    assert not (copy / "v2").exists() and not sweeper.is_alive()
+    assert (b.artifacts / "models" / "other" / "v1").exists()  # still in the store: kept
