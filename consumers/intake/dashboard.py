@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ledger import entries
-from ledger.errors import BadInput
+from ledger.errors import BadInput, ErasureError
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 
@@ -137,8 +137,38 @@ def render_overview(ws: Workspace, now: datetime | None = None) -> str:
             + (f"<table><tr><th>request</th><th>stage</th><th>complied</th><th>deadline</th></tr>{recent}</table>"
                if recent else "<p>None yet.</p>")
             + f"<h2>Models</h2>{models or '<p>No registered versions.</p>'}"
-            f"<h2>Ledger</h2><p>{view.size} entries. Latest signed checkpoint:</p>{checkpoint}")
+            f"<h2>Ledger</h2><p>{view.size} entries. Latest signed checkpoint:</p>{checkpoint}"
+            f"<h3>Witnesses</h3>{_witnesses(ws, view.checkpoint)}")
     return _page("Erasure — compliance desk", body, now)
+
+
+def _witnesses(ws: Workspace, note: str | None) -> str:
+    """Each witness configured for the log: whether the latest checkpoint carries its cosignature
+    (verified with its key here), when it cosigned, and how the last request to it went."""
+    from ledger.note import verified_cosignatures
+    from ledger.witness.collect import read_status, read_witnesses
+
+    try:
+        endpoints, _ = read_witnesses(ws)
+        cosigned = {c.witness: c for c in verified_cosignatures(note, [e.verifier for e in endpoints])} \
+            if note and endpoints else {}
+    except ErasureError as err:  # a damaged witness list, or a cosignature that does not verify
+        return f"<p class='late'>{_e(err)}</p>"
+    if not endpoints:
+        return "<p>No witness configured (<code>erasure ledger witness add URL VKEY</code>).</p>"
+    status = read_status(ws)
+    rows = []
+    for endpoint in endpoints:
+        found = cosigned.get(endpoint.verifier.vkey)
+        last = status.get(endpoint.vkey)
+        outcome = "—" if last is None else (f"cosigned size {last.size}" if last.cosigned
+                                            else f"<b class='late'>failed</b>: {_e(last.error or '?')}")
+        rows.append(f"<tr><td>{_e(endpoint.name)}</td><td>{_e(endpoint.url)}</td>"
+                    + (f"<td>cosigned (verified)</td><td>{_e(datetime.fromtimestamp(found.timestamp, UTC).isoformat())}"
+                       f"</td>" if found else "<td><b class='late'>no cosignature</b></td><td>—</td>")
+                    + f"<td>{outcome}</td></tr>")
+    return ("<table><tr><th>witness</th><th>URL</th><th>latest checkpoint</th><th>cosigned at</th>"
+            f"<th>last request</th></tr>{''.join(rows)}</table>")
 
 
 def render_timeline(ws: Workspace, request_id: str, now: datetime | None = None) -> str:
