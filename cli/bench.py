@@ -97,7 +97,7 @@ def ledger(
                                         "database (in a schema of its own, dropped afterwards) and report it beside "
                                         "SQLite."),
     shared: bool = typer.Option(False, "--shared", help="Shared mode on the workspace's database URL "
-                                "(ERASURE_DATABASE_URL, [database] url, or `erasure dev up --shared`'s server)."),
+                                "(ERASURE_DATABASE_URL, \\[database] url, or `erasure dev up --shared`'s server)."),
     single: int = typer.Option(200, "--single", min=1, help="Shared mode: single-entry appends timed on each store."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:

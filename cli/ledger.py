@@ -198,7 +198,7 @@ def _verify_served(url: str, origin: str, verifiers: list, state: Path, entries:
     typer.echo(f"fetched {report.fetched['requests']} resources, {report.fetched['bytes']} bytes")
 
 
-TARGET_HELP = ("a directory, or an object store URL (s3://BUCKET/PREFIX?endpoint=URL); default: [ledger] tiles_dir "
+TARGET_HELP = ("a directory, or an object store URL (s3://BUCKET/PREFIX?endpoint=URL); default: \\[ledger] tiles_dir "
                "in erasure.toml, else $ERASURE_HOME/tiles")
 
 
