@@ -1,8 +1,9 @@
 """The ledger as a C2SP tiled log (https://c2sp.org/tlog-tiles): publish, serve, fetch, verify.
 
     layout   tile and entry-bundle paths, widths at a tree size, the bundle format
-    publish  write the checkpoint, tiles and bundles to a directory (`erasure ledger publish`)
-    serve    an HTTP server for that directory on 127.0.0.1 (`erasure ledger serve`)
+    publish  write the checkpoint, tiles and bundles to a directory or an object store
+             (`erasure ledger publish`; `ledger.objects`, boto3 imported only for S3)
+    serve    an HTTP server for them on 127.0.0.1 (`erasure ledger serve`)
     client   `TileLog`: fetch a log's checkpoint, tiles and bundles (urllib; nothing verified)
     verify   `open_tree`/`TileTree`: the tree of a verified checkpoint, every tile and entry
              authenticated against its signed root; inclusion, consistency, the auditor state
