@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +19,7 @@ from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
 from consumers.topics import Topics
+from ledger.failpoints import ENV as FAILPOINT_ENV
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
 from producers.producer import RequestProducer
@@ -150,3 +156,71 @@ def trained_model(home: Path, kafka: str, mlflow: str, name: str, subjects: int 
         assert trained.exit_code == 0, trained.output
         register_trained(ws, ModelStore(ws).get(name, 1))
         yield ws
+
+
+class ServeProcesses:
+    """`erasure serve --role ROLE` processes, as deployed, by name (each logging to LOGS/NAME.log);
+    SIGTERM at the end. `home(name)` gives the ERASURE_HOME a process runs on; `env` sets
+    variables on top of this process's environment (None: unset)."""
+
+    def __init__(self, topics: Topics, logs: Path, home: Callable[[str], Path],
+                 env: dict[str, str | None] | None = None) -> None:
+        self.topics, self.logs, self.home, self.env = topics, logs, home, env or {}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, role: str, failpoint: str | None = None) -> subprocess.Popen:
+        full = {**os.environ, "ERASURE_HOME": str(self.home(name))}
+        for key, value in {**self.env, FAILPOINT_ENV: failpoint}.items():
+            if value is None:
+                full.pop(key, None)
+            else:
+                full[key] = value
+        command = [str(Path(sys.executable).parent / "erasure"), "serve", "--role", role, "--window", "0",
+                   "--prefix", self.topics.prefix, "--instance", name]
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT)
+        return self.processes[name]
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def killed(self, timeout_s: float = TIMEOUT_S) -> str:
+        """Wait until a process dies of SIGKILL; returns its name."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                code = process.poll()
+                if code is not None:
+                    assert code == -signal.SIGKILL, f"{name} exited {code}: {self.log(name)[-2000:]}"
+                    return name
+            time.sleep(0.05)
+        raise AssertionError(f"no process reached the failpoint in {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            assert process.wait(TIMEOUT_S) in (0, -signal.SIGKILL), self.log(name)[-2000:]
+
+
+FINAL_STAGES = ("received", "planned", "excluded", "certified", "restored")
+
+
+def settled_once(ws: Workspace, name: str, reqs: list, events: Events, timeout_s: float = TIMEOUT_S) -> None:
+    """Every request restored, nothing duplicated: one event per stage in Kafka, one ledger entry
+    per stage, each version built once and registered once."""
+    for req in reqs:  # a redelivered stage re-sends its events once a killed member's partitions move on
+        events.until(lambda seen, r=req: all(events.has(r.request_id, s)(seen) for s in FINAL_STAGES), timeout_s)
+    events.read_for(3.0)  # a duplicate would have time to show
+    for req in reqs:
+        statuses = Counter(e.status for e in events.of(req.request_id))
+        assert statuses == dict.fromkeys(FINAL_STAGES, 1), statuses
+        for stage in ("request_received", "request_planned", "request_excluded", "request_restored"):
+            assert len(entries(ws, stage, request_id=req.request_id)) == 1, (stage, req.request_id)
+    built = Counter(e["version"] for e in entries(ws, "version_built", model=name))
+    assert built and max(built.values()) == 1, built
+    registered = Counter(e["version"] for e in entries(ws, "model_registered", model=name))
+    assert max(registered.values()) == 1, registered
+    in_registry = Counter(v.local_version for v in Registry(os.environ["MLFLOW_TRACKING_URI"]).versions(name))
+    assert max(in_registry.values()) == 1, in_registry

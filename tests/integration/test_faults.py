@@ -11,12 +11,8 @@ up` does), so stopping them never disturbs other tests.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +21,19 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from consumers.topics import JOBS, Topics, ensure_topics
-from ledger.failpoints import ENV, POINTS
+from ledger.failpoints import POINTS
 from ledger.workspace import Workspace
 from services import local
-from tests.integration.pipeline_kit import TIMEOUT_S, Events, entries, request, send, trained_model, victims
+from tests.integration.pipeline_kit import (
+    Events,
+    ServeProcesses,
+    entries,
+    request,
+    send,
+    settled_once,
+    trained_model,
+    victims,
+)
 from unlearning.registry.mlflow import Registry
 
 pytestmark = pytest.mark.services
@@ -67,51 +72,11 @@ def events(topics: Topics) -> Iterator[Events]:
     reader.close()
 
 
-class Served:
-    """`erasure serve --role ROLE` processes, as deployed; stopped with SIGTERM at the end."""
-
-    def __init__(self, ws: Workspace, topics: Topics, logs: Path) -> None:
-        self.ws, self.topics, self.logs = ws, topics, logs
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, role: str, failpoint: str | None = None) -> subprocess.Popen:
-        env = {**os.environ, "ERASURE_HOME": str(self.ws.home)}
-        env.pop(ENV, None)
-        if failpoint:
-            env[ENV] = failpoint
-        command = [str(Path(sys.executable).parent / "erasure"), "serve", "--role", role, "--window", "0",
-                   "--prefix", self.topics.prefix, "--instance", f"fault-{role}"]
-        with (self.logs / f"{role}.log").open("ab") as log:
-            self.processes[role] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return self.processes[role]
-
-    def log(self, role: str) -> str:
-        return (self.logs / f"{role}.log").read_text(errors="replace")
-
-    def killed(self, timeout_s: float = TIMEOUT_S) -> str:
-        """Wait until a process dies of SIGKILL; returns its role."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for role, process in self.processes.items():
-                code = process.poll()
-                if code is not None:
-                    assert code == -signal.SIGKILL, f"{role} exited {code}: {self.log(role)[-2000:]}"
-                    return role
-            time.sleep(0.05)
-        raise AssertionError(f"no process reached the failpoint in {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for role, process in self.processes.items():
-            assert process.wait(TIMEOUT_S) in (0, -signal.SIGKILL), self.log(role)[-2000:]
-
-
 @pytest.fixture
-def served(model, topics: Topics, tmp_path: Path) -> Iterator[Served]:
+def served(model, topics: Topics, tmp_path: Path) -> Iterator[ServeProcesses]:
+    """`erasure serve` processes on the trained model's home, each named after its role."""
     ws, _ = model
-    processes = Served(ws, topics, tmp_path)
+    processes = ServeProcesses(topics, tmp_path, lambda _: ws.home)
     yield processes
     processes.stop()
 
@@ -122,25 +87,11 @@ def two_requests(ws: Workspace, name: str) -> list:
 
 
 def assert_settled(ws: Workspace, name: str, reqs: list, events: Events) -> None:
-    """Nothing lost, nothing duplicated, and the auditor's checks pass."""
-    final = ("received", "planned", "excluded", "certified", "restored")
-    for req in reqs:  # a redelivered stage re-sends its events once the killed member's partitions move on
-        events.until(lambda seen, r=req: all(events.has(r.request_id, s)(seen) for s in final))
-    events.read_for(3.0)  # a duplicate would have time to show
-    for req in reqs:
-        statuses = Counter(e.status for e in events.of(req.request_id))
-        assert statuses == {"received": 1, "planned": 1, "excluded": 1, "certified": 1, "restored": 1}, statuses
-        for stage in ("request_received", "request_planned", "request_excluded", "request_restored"):
-            assert len(entries(ws, stage, request_id=req.request_id)) == 1, (stage, req.request_id)
-    built = Counter(e["version"] for e in entries(ws, "version_built", model=name))
-    assert built and max(built.values()) == 1, built
-    registered = Counter(e["version"] for e in entries(ws, "model_registered", model=name))
-    assert max(registered.values()) == 1, registered
-    registry = Registry(os.environ["MLFLOW_TRACKING_URI"])
-    in_registry = Counter(v.local_version for v in registry.versions(name))
-    assert max(in_registry.values()) == 1, in_registry
+    """Nothing lost, nothing duplicated, the certified alias on the newest restore, and the
+    auditor's checks pass."""
+    settled_once(ws, name, reqs, events)
     restored = max(e.version for req in reqs for e in events.of(req.request_id, "restored"))
-    assert registry.resolve(name, "certified", None).version == restored
+    assert Registry(os.environ["MLFLOW_TRACKING_URI"]).resolve(name, "certified", None).version == restored
     verified = runner.invoke(app, ["verify", f"models:/{name}@certified"])
     assert verified.exit_code == 0, verified.output
     ledger = runner.invoke(app, ["ledger", "verify"])
@@ -160,23 +111,23 @@ def test_every_failpoint_is_exercised() -> None:
 
 
 @pytest.mark.parametrize(("point", "role"), KILLS)
-def test_kill_9_at_a_stage_boundary_loses_and_duplicates_nothing(point: str, role: str, model, served: Served,
+def test_kill_9_at_a_stage_boundary_loses_and_duplicates_nothing(point: str, role: str, model, served: ServeProcesses,
                                                                  topics: Topics, events: Events) -> None:
     ws, name = model
     for each in ("planner", "executor"):
-        served.start(each, failpoint=point if each == role else None)
+        served.start(each, each, failpoint=point if each == role else None)
     reqs = two_requests(ws, name)
     send(ws, topics, *reqs)
     assert served.killed() == role
-    served.start(role)  # the same instance name, no failpoint
+    served.start(role, role)  # the same instance name, no failpoint
     assert_settled(ws, name, reqs, events)
 
 
-def test_broker_restart_mid_retrain(model, own_services: Workspace, served: Served, topics: Topics,
+def test_broker_restart_mid_retrain(model, own_services: Workspace, served: ServeProcesses, topics: Topics,
                                     events: Events) -> None:
     ws, name = model
-    served.start("planner")
-    served.start("executor")
+    served.start("planner", "planner")
+    served.start("executor", "executor")
     reqs = two_requests(ws, name)
     send(ws, topics, *reqs)
     events.until(lambda _: bool(entries(ws, "request_excluded", request_id=reqs[0].request_id)))
@@ -189,11 +140,11 @@ def test_broker_restart_mid_retrain(model, own_services: Workspace, served: Serv
         assert process.poll() is None, served.log(role)[-2000:]  # they waited for the broker
 
 
-def test_mlflow_restart_mid_publish(model, own_services: Workspace, served: Served, topics: Topics,
+def test_mlflow_restart_mid_publish(model, own_services: Workspace, served: ServeProcesses, topics: Topics,
                                     events: Events) -> None:
     ws, name = model
-    served.start("planner")
-    served.start("executor")
+    served.start("planner", "planner")
+    served.start("executor", "executor")
     local.load_state(own_services)["mlflow"].stop()
     reqs = two_requests(ws, name)
     send(ws, topics, *reqs)

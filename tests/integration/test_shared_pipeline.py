@@ -16,11 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,11 +26,20 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from consumers.topics import JOBS, Topics, ensure_topics
-from ledger.failpoints import ENV
 from ledger.workspace import Workspace
 from services import local, postgres, seaweed
-from tests.integration.pipeline_kit import TIMEOUT_S, Events, entries, partition_of, request, send, trained_model, victims
-from unlearning.registry.mlflow import Registry
+from tests.integration.pipeline_kit import (
+    TIMEOUT_S,
+    Events,
+    ServeProcesses,
+    entries,
+    partition_of,
+    request,
+    send,
+    settled_once,
+    trained_model,
+    victims,
+)
 
 pytestmark = pytest.mark.services
 runner = CliRunner()
@@ -87,41 +93,11 @@ def model(tmp_path_factory: pytest.TempPathFactory, shared_services: dict[str, s
 
 
 def host(tmp_path: Path, trainer: Workspace, role: str) -> Path:
-    """A fresh ERASURE_HOME given only the key directory (keys are distributed, state is not)."""
+    """An ERASURE_HOME of its own, given only the key directory (keys are distributed, state is not)."""
     home = tmp_path / role
-    shutil.copytree(trainer.key_dir, home / "keys")
+    if not (home / "keys").exists():
+        shutil.copytree(trainer.key_dir, home / "keys")
     return home
-
-
-class Hosts:
-    """`erasure serve` processes, each on its own ERASURE_HOME; SIGTERM at the end."""
-
-    def __init__(self, trainer: Workspace, topics: Topics, tmp_path: Path) -> None:
-        self.trainer, self.topics, self.tmp_path = trainer, topics, tmp_path
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, role: str) -> subprocess.Popen:
-        env = {**os.environ, "ERASURE_HOME": str(host(self.tmp_path, self.trainer, name))}
-        env.pop(ENV, None)
-        env.pop("ERASURE_KEY_DIR", None)
-        command = [str(Path(sys.executable).parent / "erasure"), "serve", "--role", role, "--window", "0",
-                   "--prefix", self.topics.prefix, "--instance", name]
-        with (self.tmp_path / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return self.processes[name]
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
-
-    def home(self, name: str) -> Path:
-        return self.tmp_path / name
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process in self.processes.items():
-            assert process.wait(TIMEOUT_S) in (0, -signal.SIGKILL), self.log(name)[-2000:]
 
 
 @pytest.fixture
@@ -139,28 +115,16 @@ def events(topics: Topics) -> Iterator[Events]:
 
 
 @pytest.fixture
-def hosts(model, topics: Topics, tmp_path: Path) -> Iterator[Hosts]:
+def hosts(model, topics: Topics, tmp_path: Path) -> Iterator[ServeProcesses]:
+    """`erasure serve` processes, each on an ERASURE_HOME of its own (its name), with the keys copied in."""
     ws, _ = model
-    running = Hosts(ws, topics, tmp_path)
+    running = ServeProcesses(topics, tmp_path, lambda name: host(tmp_path, ws, name), env={"ERASURE_KEY_DIR": None})
     yield running
     running.stop()
 
 
 def settled(ws: Workspace, name: str, reqs: list, events: Events) -> None:
-    final = ("received", "planned", "excluded", "certified", "restored")
-    for req in reqs:
-        events.until(lambda seen, r=req: all(events.has(r.request_id, s)(seen) for s in final), timeout_s=2 * TIMEOUT_S)
-    events.read_for(3.0)  # a duplicate would have time to show
-    for req in reqs:
-        statuses = Counter(e.status for e in events.of(req.request_id))
-        assert statuses == {"received": 1, "planned": 1, "excluded": 1, "certified": 1, "restored": 1}, statuses
-        for stage in ("request_received", "request_planned", "request_excluded", "request_restored"):
-            assert len(entries(ws, stage, request_id=req.request_id)) == 1, (stage, req.request_id)
-    built = Counter(e["version"] for e in entries(ws, "version_built", model=name))
-    assert built and max(built.values()) == 1, built
-    registry = Registry(os.environ["MLFLOW_TRACKING_URI"])
-    in_registry = Counter(v.local_version for v in registry.versions(name))
-    assert max(in_registry.values()) == 1, in_registry
+    settled_once(ws, name, reqs, events, timeout_s=2 * TIMEOUT_S)
 
 
 def audited(tmp_path: Path, trainer: Workspace, name: str) -> None:
@@ -185,7 +149,7 @@ def no_shared_state_on_disk(*homes: Path) -> None:
             assert (version / SYNCED_MARK).exists(), version
 
 
-def test_one_planner_two_executors_on_separate_homes_restore_every_request_once(model, hosts: Hosts, topics: Topics,
+def test_one_planner_two_executors_on_separate_homes_restore_every_request_once(model, hosts: ServeProcesses, topics: Topics,
                                                                                 events: Events, tmp_path: Path) -> None:
     ws, name = model
     hosts.start("planner", "planner")
@@ -218,7 +182,7 @@ def _journalled(name: str) -> bool:
         return db.execute("SELECT 1 FROM restore_journal WHERE model = %s", (name,)).fetchone() is not None
 
 
-def test_kill_9_of_the_lease_holder_mid_retrain_the_other_executor_takes_over(model, hosts: Hosts, topics: Topics,
+def test_kill_9_of_the_lease_holder_mid_retrain_the_other_executor_takes_over(model, hosts: ServeProcesses, topics: Topics,
                                                                               events: Events) -> None:
     ws, name = model
     hosts.start("planner", "planner")
@@ -283,7 +247,7 @@ def test_cli_forget_against_the_shared_deployment(model, tmp_path: Path) -> None
 
 
 def test_postgres_and_s3_restarts_mid_pipeline_lose_and_duplicate_nothing(model, services_home: Workspace,
-                                                                          hosts: Hosts, topics: Topics,
+                                                                          hosts: ServeProcesses, topics: Topics,
                                                                           events: Events, tmp_path: Path) -> None:
     """PostgreSQL stopped while a retrain runs, then the S3 server: the stages that need them wait
     (transient errors, retried) and every request still ends restored exactly once."""

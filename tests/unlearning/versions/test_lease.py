@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ledger.workspace import Workspace
 from unlearning.operations.check import check_workspace
 from unlearning.operations.restore import Journal
 from unlearning.versions import lease as leases
+from tests.unlearning.versions.test_lock_and_journal import _holder, _wait_for
 from unlearning.versions.lock import HeldFlock, model_lock
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -142,25 +142,6 @@ def test_epochs_increase_and_a_released_lease_is_free(shared: Workspace) -> None
         assert second.epoch == first.epoch + 1 and second.holder != first.holder
     with pytest.raises(LeaseLost, match="released"):
         first.check()
-
-
-def _holder(ws: Workspace, urgent: bool, log: list[str], name: str, hold_s: float) -> threading.Thread:
-    def run() -> None:
-        with model_lock(ws, "m", urgent=urgent):
-            log.append(f"{name} in")
-            time.sleep(hold_s)
-            log.append(f"{name} out")
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def _wait_for(log: list[str], entry: str) -> None:
-    deadline = time.monotonic() + 20
-    while entry not in log:
-        assert time.monotonic() < deadline, log
-        time.sleep(0.01)
 
 
 def test_a_waiting_exclusion_goes_before_a_later_retrain(shared: Workspace) -> None:

@@ -28,7 +28,7 @@ def _holder(ws: Workspace, urgent: bool, log: list[str], name: str, hold_s: floa
 
 
 def _wait_for(log: list[str], entry: str) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while entry not in log:
         assert time.monotonic() < deadline, log
         time.sleep(0.01)
