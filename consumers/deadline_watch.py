@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from consumers.stages import describe, outcome_event, timing
 from consumers.topics import Topics
 from ledger.errors import BadInput
-from ledger.log import Ledger, open_ledger
+from ledger.log import Ledger, log_exists, open_ledger
 from producers.schemas import OutcomeEvent
 from unlearning.operations.context import Context
 from unlearning.operations.deadlines import parse_time
@@ -65,6 +65,8 @@ class DeadlineWatch:
         """Warn about each open request now expected to miss its deadline; the events sent."""
         now = now or datetime.now(UTC)
         sent = []
+        if not log_exists(self.ctx.ws):  # nothing received yet
+            return sent
         with open_ledger(self.ctx.ws, create=False) as ledger:
             self._read_planned(ledger)
             pace = measured_pace(ledger) if self._open else None

@@ -161,6 +161,10 @@ def test_the_deadline_watch_warns_of_requests_that_fall_behind_once(monkeypatch,
 
     from consumers.deadline_watch import DeadlineWatch
 
+    producer = _Sent()
+    watch = DeadlineWatch(Context(workspace), TOPICS, producer, threading.Event())
+    assert watch.look() == []  # no ledger yet: nothing to look at, and none made
+    assert not workspace.ledger_db.exists()
     with RecordStore.open(workspace) as store:
         store.ingest(records(subjects=4, per_subject=1))
         subjects = store.subjects()
@@ -174,8 +178,6 @@ def test_the_deadline_watch_warns_of_requests_that_fall_behind_once(monkeypatch,
     with open_ledger(workspace) as ledger:
         ledger.append_many([entries.request_planned(rid, {"m": [0]}) for rid in ("soon", "ccpa", "done")])
         ledger.append_many([entries.request_restored("done", "m", 0, 2, 2, "ab" * 32, ["j"], "x")])
-    producer = _Sent()
-    watch = DeadlineWatch(Context(workspace), TOPICS, producer, threading.Event())
 
     first = watch.look(now)
     assert [e.request_id for e in first] == ["soon"]  # planned + 10 days > 3 days; ccpa has 45; done is restored
