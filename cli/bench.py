@@ -99,20 +99,27 @@ def ledger(
     shared: bool = typer.Option(False, "--shared", help="Shared mode on the workspace's database URL "
                                 "(ERASURE_DATABASE_URL, \\[database] url, or `erasure dev up --shared`'s server)."),
     single: int = typer.Option(200, "--single", min=1, help="Shared mode: single-entry appends timed on each store."),
+    object_store: str | None = typer.Option(None, "--object-store", help="Also publish the tiles to this object "
+                                            "store (s3://BUCKET/PREFIX?endpoint=URL, under a scratch prefix deleted "
+                                            "afterwards) and verify from it, beside the directory; --shared: the "
+                                            "workspace's, when it has one."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Ledger append throughput and proof generation/verification time at each size; the log
     published as tiles, and what verifying from them over HTTP costs (time, requests, bytes).
-    Shared mode (--database/--shared): appends/s on PostgreSQL beside SQLite, in one run."""
-    if shared and database is None:
+    Shared mode (--database/--shared): appends/s on PostgreSQL beside SQLite, in one run; with
+    --object-store (or --shared), tiles published to and served from the object store too."""
+    if shared:
         from ledger.workspace import Workspace
 
-        database = Workspace.from_env().database_url()
+        workspace = Workspace.from_env()
+        database = database or workspace.database_url()
+        object_store = object_store or workspace.object_store_url()
         if database is None:
             raise BadInput("--shared: no database URL (set ERASURE_DATABASE_URL, [database] url in erasure.toml, or "
                            "run `erasure dev up --shared`), or give --database URL")
     result = run_ledger_benchmark(_sizes(sizes), batch=batch, proofs=proofs, tile_checks=tile_checks,
-                                  database_url=database, single=single)
+                                  database_url=database, single=single, object_store_url=object_store)
     if as_json:
         print_json(result)
         return
@@ -138,6 +145,13 @@ def ledger(
         one = report["single"]
         typer.echo(f"{'':>9} single-entry appends: {one['appends_per_s']:.0f}/s "
                    f"(SQLite {one['sqlite_appends_per_s']:.0f}/s, ratio {one['ratio']:.2f})")
+    if "object_store" in result:
+        typer.echo(f"tiles in the object store {result['object_store']['url']} beside the directory:")
+        for row in result["object_store"]["results"]:
+            typer.echo(f"{row['entries']:>9} entries: published in {row['publish_s']:.2f} s (directory "
+                       f"{row['dir_publish_s']:.2f} s, ratio {row['publish_ratio'] or 0:.1f}), verify over HTTP "
+                       f"{row['verify_ms']:.1f} ms (directory {row['dir_verify_ms']:.1f} ms, ratio "
+                       f"{row['verify_ratio'] or 0:.1f}), {row['requests']:.1f} requests")
 
 
 @app.command("s3t-capacity")

@@ -15,6 +15,11 @@ The shared mode (`database_url`) also grows a log on PostgreSQL, as a shared dep
 (in a schema of its own, dropped afterwards), through the same sizes in the same batches, and
 reports its appends/s beside SQLite's with the ratio; then single-entry appends on both, one
 transaction each, as a planner logs one request.
+
+With `object_store_url`, each size is also published to that object store (under a scratch
+prefix of its own, deleted afterwards), as a shared deployment publishes, and the same tile
+checks run against it served by `erasure ledger serve --from`: publish time and verify time
+beside the directory's, with the ratios.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -36,6 +42,7 @@ from ledger.audit import audit_log
 from ledger.log import Ledger
 from ledger.merkle import verify_consistency, verify_inclusion
 from ledger.note import Checkpoint, Signer, sign_checkpoint, verify_checkpoint
+from ledger.objects import ObjectStore, open_object_store
 from ledger.tiles import TileLog, open_tree
 from ledger.tiles.publish import publish
 from ledger.tiles.serve import make_server, server_url
@@ -175,18 +182,41 @@ def _shared_run(url: str, sizes: Sequence[int], batch: int, proofs: int, single:
     }
 
 
+def _scratch(url: str) -> ObjectStore:
+    """A fresh prefix under the object store `url`, for the bench's tiles alone."""
+    tag = f"erasure-bench-{secrets.token_hex(4)}"
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        return open_object_store(urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + tag)))
+    return open_object_store(str(Path(parts.path if parts.scheme == "file" else url) / tag))
+
+
+def _object_store_row(ledger: Ledger, signer: Signer, url: str, row: dict, publish_s: float, checks: int,
+                      rng: random.Random) -> dict:
+    """The size's tiles as published to the object store (in `publish_s`) and checked as served from
+    it (at `url`), beside the directory's."""
+    served = _tile_checks(ledger, signer, url, row["entries"], checks, rng)
+    return {"entries": row["entries"], "publish_s": publish_s, "dir_publish_s": row["tiles_publish_s"],
+            "publish_ratio": _ratio(publish_s, row["tiles_publish_s"]),
+            "verify_ms": served["tiles_verify_ms"], "dir_verify_ms": row["tiles_verify_ms"],
+            "verify_ratio": _ratio(served["tiles_verify_ms"], row["tiles_verify_ms"]),
+            "requests": served["tiles_requests"], "fetched_bytes": served["tiles_fetched_bytes"]}
+
+
 def run_ledger_benchmark(
     sizes: Sequence[int], batch: int = 1000, proofs: int = 1000, workdir: Path | None = None, tile_checks: int = 20,
-    database_url: str | None = None, single: int = 200,
+    database_url: str | None = None, single: int = 200, object_store_url: str | None = None,
 ) -> dict:
-    """With `database_url`, also the shared mode (PostgreSQL beside SQLite, `shared` in the result)."""
+    """With `database_url`, also the shared mode (PostgreSQL beside SQLite, `shared` in the result);
+    with `object_store_url`, the tiles published there too (`object_store` in the result)."""
     rng = random.Random(6962)
     signer = Signer(ORIGIN, Ed25519PrivateKey.generate())
-    results = []
+    results, in_store = [], []
+    objects = None if object_store_url is None else _scratch(object_store_url)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="erasure-bench-") as tmp:
         ledger = Ledger.open(Path(tmp) / "ledger.db", ORIGIN, signer)
         tiles = Path(tmp) / "tiles"
-        server = None
+        server = store_server = None
         try:
             for size in sorted(set(sizes)):
                 appended, append_s = _grow(ledger, size, batch)
@@ -207,14 +237,25 @@ def run_ledger_benchmark(
                     threading.Thread(target=server.serve_forever, daemon=True).start()
                 row.update(_tile_checks(ledger, signer, server_url(server), size, tile_checks, rng))
                 results.append(row)
+                if objects is not None:
+                    publish_s = _timed(lambda: publish(ledger.store, objects))[0]
+                    if store_server is None:  # now that there is a checkpoint to serve
+                        store_server = make_server(objects)
+                        threading.Thread(target=store_server.serve_forever, daemon=True).start()
+                    in_store.append(_object_store_row(ledger, signer, server_url(store_server), row, publish_s,
+                                                      tile_checks, rng))
             if database_url is not None:
                 embedded_single = _single_appends(ledger, single)
                 shared = _shared_run(database_url, sizes, batch, proofs, single, signer, results, embedded_single)
         finally:
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+            for running in (server, store_server):
+                if running is not None:
+                    running.shutdown()
+                    running.server_close()
             ledger.close()
+            if objects is not None:
+                for key in objects.list():
+                    objects.delete(key)
     report = {
         "benchmark": "ledger",
         "batch": batch,
@@ -227,4 +268,6 @@ def run_ledger_benchmark(
     }
     if database_url is not None:
         report["shared"] = shared
+    if objects is not None:
+        report["object_store"] = {"url": objects.url, "results": in_store}
     return report

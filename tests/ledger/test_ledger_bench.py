@@ -58,3 +58,25 @@ def test_bench_ledger_shared_needs_a_database(runner: CliRunner, workspace, monk
     monkeypatch.delenv("ERASURE_DATABASE_URL", raising=False)
     result = runner.invoke(app, ["bench", "ledger", "--sizes", "7", "--shared"])
     assert result.exit_code == 2 and "no database URL" in result.stderr
+
+
+def test_bench_ledger_tiles_in_the_object_store(runner: CliRunner, workspace, object_store_url: str) -> None:
+    from ledger.objects import open_object_store
+
+    result = runner.invoke(app, ["bench", "ledger", "--sizes", "7,300", "--batch", "64", "--proofs", "5",
+                                 "--tile-checks", "3", "--object-store", object_store_url, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = report["object_store"]["results"]
+    assert [row["entries"] for row in rows] == [7, 300]
+    for row, embedded in zip(rows, report["results"]):
+        assert row["dir_publish_s"] == embedded["tiles_publish_s"]
+        assert row["dir_verify_ms"] == embedded["tiles_verify_ms"]
+        assert row["publish_ratio"] == row["publish_s"] / embedded["tiles_publish_s"]
+        assert row["verify_ratio"] == row["verify_ms"] / embedded["tiles_verify_ms"]
+        assert row["requests"] > 0 and row["fetched_bytes"] > 0
+    assert report["object_store"]["url"].startswith(object_store_url.split("?")[0] + "/erasure-bench-")
+    assert open_object_store(object_store_url).list() == []  # the scratch prefix is gone
+    text = runner.invoke(app, ["bench", "ledger", "--sizes", "7", "--batch", "4", "--proofs", "2",
+                               "--tile-checks", "1", "--object-store", object_store_url])
+    assert text.exit_code == 0 and "tiles in the object store" in text.stdout
