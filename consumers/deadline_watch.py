@@ -22,7 +22,7 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
-from consumers.stages import describe, outcome_event, timing
+from consumers.stages import describe, outcome_event
 from consumers.topics import Topics
 from ledger.errors import BadInput
 from ledger.log import Ledger, log_exists, open_ledger
@@ -86,7 +86,8 @@ class DeadlineWatch:
                 if expected <= deadline:
                     continue
                 late = expected == now  # its expected completion has passed: it is running late
-                sent.append(outcome_event(rid, "deadline_at_risk", expected_at=expected, **timing(ledger, rid), reason=(
+                sent.append(outcome_event(rid, "deadline_at_risk", expected_at=expected,
+                                          requested_at=status["requested_at"], deadline=status["deadline"], reason=(
                     f"still open at {now.isoformat()}, planned at {planned.isoformat()}; "
                     + ("past its expected completion" if late else f"expected to complete at {expected.isoformat()}")
                     + f" ({pace.describe() if pace else 'no request restored yet to measure'}), "

@@ -58,18 +58,24 @@ def mlflow_uri(services: Endpoints) -> str:
     return services.mlflow
 
 
+def _local_service(tmp_path_factory: pytest.TempPathFactory, which: str) -> Iterator[str]:
+    """One service started as `erasure dev up --shared` starts it, in a workspace of its own; its
+    endpoint until the session ends, then stopped and its data deleted."""
+    from services import local as local_services
+
+    ws = Workspace(tmp_path_factory.mktemp(which))
+    started = local_services.up(ws, which=(which,))
+    try:
+        yield started[which].endpoint
+    finally:
+        local_services.down(ws, purge=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL server (Debian's, as `erasure dev up --shared` starts it) for the session:
     the URL of its `erasure` database. Tests take a database of their own (`database_url`)."""
-    from services import local as local_services
-
-    ws = Workspace(tmp_path_factory.mktemp("postgres"))
-    started = local_services.up(ws, which=("postgres",))
-    try:
-        yield started["postgres"].endpoint
-    finally:
-        local_services.down(ws, purge=True)
+    yield from _local_service(tmp_path_factory, "postgres")
 
 
 @pytest.fixture
@@ -86,14 +92,7 @@ def database_url(postgres_server: str) -> str:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 server (SeaweedFS, as `erasure dev up --shared` starts it) for the session: the
     object store URL of its `erasure` bucket. Tests take a prefix of their own (`object_store_url`)."""
-    from services import local as local_services
-
-    ws = Workspace(tmp_path_factory.mktemp("s3"))
-    started = local_services.up(ws, which=("s3",))
-    try:
-        yield started["s3"].endpoint
-    finally:
-        local_services.down(ws, purge=True)
+    yield from _local_service(tmp_path_factory, "s3")
 
 
 @pytest.fixture

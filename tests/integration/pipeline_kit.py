@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
-from consumers.topics import Topics
+from consumers.topics import JOBS, Topics, ensure_topics
 from ledger.failpoints import ENV as FAILPOINT_ENV
 from ledger.log import open_ledger
 from ledger.workspace import Workspace
@@ -100,6 +100,19 @@ class Events:
 
     def close(self) -> None:
         self.consumer.close()
+
+    def __enter__(self) -> "Events":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fresh_topics(bootstrap: str, letter: str = "t") -> Topics:
+    """Topics under a prefix of their own (`letter` + 8 hex digits), jobs in 2 partitions, created on the broker."""
+    topics = Topics(f"{letter}{uuid.uuid4().hex[:8]}.")
+    ensure_topics(bootstrap, topics, partitions={JOBS: 2})
+    return topics
 
 
 def indexed(ws: Workspace) -> list[tuple[int, dict]]:

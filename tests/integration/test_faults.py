@@ -20,11 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from consumers.topics import JOBS, Topics, ensure_topics
+from consumers.topics import Topics
 from ledger.failpoints import POINTS
 from ledger.workspace import Workspace
 from services import local
-from tests.integration.pipeline_kit import (
+from tests.integration.pipeline_kit import (fresh_topics, 
     Events,
     ServeProcesses,
     entries,
@@ -60,16 +60,13 @@ def model(tmp_path_factory: pytest.TempPathFactory, own_services: Workspace) -> 
 
 @pytest.fixture
 def topics(model) -> Topics:
-    topics = Topics(f"f{uuid.uuid4().hex[:8]}.")
-    ensure_topics(os.environ["ERASURE_KAFKA"], topics, partitions={JOBS: 2})
-    return topics
+    return fresh_topics(os.environ["ERASURE_KAFKA"], "f")
 
 
 @pytest.fixture
 def events(topics: Topics) -> Iterator[Events]:
-    reader = Events(os.environ["ERASURE_KAFKA"], topics)
-    yield reader
-    reader.close()
+    with Events(os.environ["ERASURE_KAFKA"], topics) as reader:
+        yield reader
 
 
 @pytest.fixture

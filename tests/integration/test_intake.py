@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 from cli.app import app
 from consumers.intake.server import Intake
 from consumers.serve import Service
-from consumers.topics import JOBS, Topics, ensure_topics
+from consumers.topics import Topics
 from producers.ddrf import public_keys, verify_ack
-from tests.integration.pipeline_kit import TIMEOUT_S, Events, entries, trained_model, victims
+from tests.integration.pipeline_kit import TIMEOUT_S, Events, entries, fresh_topics, trained_model, victims
 from tests.producers.ddrf_kit import Party
 
 pytestmark = pytest.mark.services
@@ -53,8 +53,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow_
         token = runner.invoke(app, ["intake", "add-sender", "platform"]).stdout.strip()
         assert (ws.home / "intake" / "senders.json").stat().st_mode & 0o777 == 0o600
         assert token not in (ws.home / "intake" / "senders.json").read_text()
-        topics = Topics(f"t{uuid.uuid4().hex[:8]}.")
-        ensure_topics(kafka_bootstrap, topics, partitions={JOBS: 2})
+        topics = fresh_topics(kafka_bootstrap)
         services = [Service(ws, role, topics, window_s=0.5, instance=f"test-{role}", bootstrap=kafka_bootstrap,
                             port=0).start() for role in ("intake", "all")]
         try:
@@ -68,9 +67,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow_
 
 @pytest.fixture
 def events(kafka_bootstrap: str, desk: Desk) -> Iterator[Events]:
-    reader = Events(kafka_bootstrap, desk.topics)
-    yield reader
-    reader.close()
+    with Events(kafka_bootstrap, desk.topics) as reader:
+        yield reader
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:

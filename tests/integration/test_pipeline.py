@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from consumers.serve import Service
-from consumers.topics import JOBS, Topics, ensure_topics
+from consumers.topics import Topics
 from ledger.workspace import Workspace
 from producers.producer import subject_key
 from producers.schemas import ErasureRequest
-from tests.integration.pipeline_kit import (TIMEOUT_S, Events, entries, erased_from, indexed, partition_of, request,
+from tests.integration.pipeline_kit import (fresh_topics, TIMEOUT_S, Events, entries, erased_from, indexed, partition_of, request,
                                             send, trained_model, victims)
 from unlearning.data.records import RecordStore
 from unlearning.methods.influence.solver import SolverSettings
@@ -52,16 +52,13 @@ def model(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Topics:
-    topics = Topics(f"t{uuid.uuid4().hex[:8]}.")
-    ensure_topics(kafka_bootstrap, topics, partitions={JOBS: 2})
-    return topics
+    return fresh_topics(kafka_bootstrap)
 
 
 @pytest.fixture
 def events(kafka_bootstrap: str, topics: Topics) -> Iterator[Events]:
-    reader = Events(kafka_bootstrap, topics)
-    yield reader
-    reader.close()
+    with Events(kafka_bootstrap, topics) as reader:
+        yield reader
 
 
 @pytest.fixture

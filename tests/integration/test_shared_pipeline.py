@@ -25,10 +25,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from consumers.topics import JOBS, Topics, ensure_topics
+from consumers.topics import Topics
 from ledger.workspace import Workspace
 from services import local, postgres, seaweed
-from tests.integration.pipeline_kit import (
+from tests.integration.pipeline_kit import (fresh_topics, 
     TIMEOUT_S,
     Events,
     ServeProcesses,
@@ -102,16 +102,13 @@ def host(tmp_path: Path, trainer: Workspace, role: str) -> Path:
 
 @pytest.fixture
 def topics(model) -> Topics:
-    topics = Topics(f"s{uuid.uuid4().hex[:8]}.")
-    ensure_topics(os.environ["ERASURE_KAFKA"], topics, partitions={JOBS: 2})
-    return topics
+    return fresh_topics(os.environ["ERASURE_KAFKA"], "s")
 
 
 @pytest.fixture
 def events(topics: Topics) -> Iterator[Events]:
-    reader = Events(os.environ["ERASURE_KAFKA"], topics)
-    yield reader
-    reader.close()
+    with Events(os.environ["ERASURE_KAFKA"], topics) as reader:
+        yield reader
 
 
 @pytest.fixture

@@ -160,13 +160,8 @@ class ModelStore:
         `erasure serve` runs it periodically: an idle process lists nothing."""
         if self.remote is None or not self.root.is_dir():
             return []
-        gone = []
-        for directory in sorted(self.root.iterdir()):
-            if directory.is_dir() and _NAME.fullmatch(directory.name):
-                before = self._listed(directory.name)
-                kept = set(self._local_versions(directory.name))
-                gone += [(directory.name, n) for n in before if n not in kept]
-        return gone
+        return [(d.name, n) for d in sorted(self.root.iterdir()) if d.is_dir() and _NAME.fullmatch(d.name)
+                for n in self._drop_purged(d.name, self._listed(d.name))]
 
     def _local_versions(self, name: str) -> list[int]:
         """The versions in artifacts/; with an object store, a copy of a version the store no
@@ -174,16 +169,19 @@ class ModelStore:
         its bundle. Only copies that came from or went to the store carry the mark that lets them
         go: a version made before the store was configured stays (`erasure admin migrate`)."""
         found = self._listed(name)
+        gone = self._drop_purged(name, found)
+        return [n for n in found if n not in gone]
+
+    def _drop_purged(self, name: str, found: list[int]) -> list[int]:
+        """Delete the marked copies among `found` that the object store no longer holds; those versions."""
         if self.remote is None:
-            return found
+            return []
         marked = [n for n in found if (self._model_dir(name) / f"v{n}" / SYNCED_MARK).exists()]
-        if marked:
-            gone = set(marked) - set(self.remote.versions(name))
-            for number in gone:  # another process of this host may be deleting it too
-                shutil.rmtree(self.bundles / name / f"v{number}", ignore_errors=True)
-                shutil.rmtree(self._model_dir(name) / f"v{number}", ignore_errors=True)
-            found = [n for n in found if n not in gone]
-        return found
+        gone = sorted(set(marked) - set(self.remote.versions(name))) if marked else []
+        for number in gone:  # another process of this host may be deleting it too
+            shutil.rmtree(self.bundles / name / f"v{number}", ignore_errors=True)
+            shutil.rmtree(self._model_dir(name) / f"v{number}", ignore_errors=True)
+        return gone
 
     def _listed(self, name: str) -> list[int]:
         directory = self._model_dir(name)
